@@ -1,0 +1,331 @@
+//! The dispatcher shared by every transport: it takes deliveries from a subscription or a stream
+//! consumer and runs the handler on them with the delivery rules of the bus.
+//!
+//! * at most `concurrency` handler calls in flight per handler; a stream consumer fetches no
+//!   more entries than it has room for (backpressure instead of buffering);
+//! * an error or a panic is a failed delivery: retried after an exponential backoff until
+//!   `max_deliveries`, then written to the dead-letter stream with the reason and acked;
+//! * a payload that does not decode is dead-lettered at once (retrying cannot fix it);
+//! * a stream entry is acked only after its handler succeeded or it was dead-lettered; acks are
+//!   batched;
+//! * on shutdown, reading stops and in-flight calls finish; an entry waiting for a retry stays
+//!   pending in its stream and is delivered again later.
+//!
+//! Handler calls run concurrently inside the dispatcher task (no task spawned per message).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::Bus;
+use crate::context::Context;
+use crate::envelope::{self, Metadata};
+use crate::event::EventDescriptor;
+use crate::handler::{ErasedHandler, HandlerFailure, HandlerOptions};
+use crate::stats::Stats;
+use crate::transport::{DeadLetter, Delivery, StreamConsumer, Subscription};
+
+/// One running handler.
+pub(crate) struct Runner {
+    pub(crate) bus: Bus,
+    pub(crate) name: Arc<str>,
+    event: Option<EventDescriptor>,
+    options: HandlerOptions,
+    handler: ErasedHandler,
+    pub(crate) group: String,
+    dlq: String,
+    pub(crate) cancel: CancellationToken,
+}
+
+/// What to do with a stream entry once its processing ended.
+enum Outcome {
+    /// Handled or dead-lettered: ack it.
+    Ack(Option<String>),
+    /// Leave it pending (shutdown during a retry, dead-letter write failed): delivered again.
+    Keep,
+}
+
+impl Runner {
+    pub(crate) fn new(
+        bus: Bus,
+        name: Arc<str>,
+        event: Option<EventDescriptor>,
+        options: HandlerOptions,
+        handler: ErasedHandler,
+        group: String,
+        dlq: String,
+    ) -> Self {
+        let cancel = bus.inner.shutdown.child_token();
+        Runner {
+            bus,
+            name,
+            event,
+            options,
+            handler,
+            group,
+            dlq,
+            cancel,
+        }
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.bus.inner.stats
+    }
+
+    /// Decodes one delivery and runs the handler on it with retries.
+    async fn process(&self, delivery: Delivery) -> Outcome {
+        let _in_flight = self.bus.inner.in_flight.token();
+        let Delivery {
+            channel,
+            body,
+            entry_id,
+            delivery_count,
+            token: _token,
+        } = delivery;
+        Stats::incr(&self.stats().delivered);
+        let limit = self.bus.inner.config.max_payload_bytes;
+        let decoded = if body.len() > limit {
+            Err(format!(
+                "payload of {} bytes exceeds the limit of {limit} bytes",
+                body.len()
+            ))
+        } else {
+            envelope::decode(&channel, &body).map_err(|e| e.to_string())
+        };
+        let decoded = match decoded {
+            Ok(d) => d,
+            Err(reason) => {
+                Stats::incr(&self.stats().undecodable);
+                tracing::warn!(handler = %self.name, %channel, %reason, "undecodable message");
+                let letter = self.letter(&channel, entry_id.clone(), delivery_count, reason, body);
+                return self.dead_letter(letter, entry_id).await;
+            }
+        };
+        let meta = self.fill_bare(decoded.meta, entry_id.as_deref());
+        let reply_to = meta.reply_to.clone();
+        let mut attempt = delivery_count.max(1);
+        let mut ctx = Context::new(
+            self.bus.clone(),
+            meta,
+            channel,
+            attempt,
+            entry_id.clone(),
+            self.name.clone(),
+        );
+        loop {
+            let call = (self.handler)(decoded.data.clone(), ctx.clone());
+            let (reason, permanent) = match AssertUnwindSafe(call).catch_unwind().await {
+                Ok(Ok(reply)) => {
+                    Stats::incr(&self.stats().handled);
+                    if let (Some(to), Some(reply)) = (&reply_to, reply) {
+                        self.bus.send_reply(to, ctx.metadata(), Ok(reply)).await;
+                    }
+                    return Outcome::Ack(entry_id);
+                }
+                Ok(Err(HandlerFailure::Undecodable(e))) => {
+                    Stats::incr(&self.stats().undecodable);
+                    (e.to_string(), true)
+                }
+                Ok(Err(HandlerFailure::Failed(e))) => (e.to_string(), e.is_permanent()),
+                Err(panic) => (format!("handler panicked: {}", panic_message(&*panic)), false),
+            };
+            Stats::incr(&self.stats().failed);
+            if permanent || attempt >= self.options.max_deliveries {
+                tracing::warn!(handler = %self.name, channel = %ctx.channel(), id = %ctx.id(), attempt, %reason, "giving up: dead-lettering");
+                if let Some(to) = &reply_to {
+                    self.bus
+                        .send_reply(to, ctx.metadata(), Err(reason.clone()))
+                        .await;
+                }
+                let letter = self.letter(
+                    ctx.channel(),
+                    entry_id.clone(),
+                    attempt,
+                    reason,
+                    body.clone(),
+                );
+                return self.dead_letter(letter, entry_id).await;
+            }
+            Stats::incr(&self.stats().retried);
+            let delay = self.options.backoff_for(attempt);
+            tracing::info!(handler = %self.name, channel = %ctx.channel(), id = %ctx.id(), attempt, ?delay, %reason, "handler failed; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.cancel.cancelled() => {
+                    tracing::info!(handler = %self.name, id = %ctx.id(), "shutdown during retry backoff; the entry stays pending");
+                    return Outcome::Keep;
+                }
+            }
+            attempt += 1;
+            ctx = ctx.with_attempt(attempt);
+        }
+    }
+
+    /// A bare payload has no envelope: give it an id and the event name of the subscription.
+    fn fill_bare(&self, mut meta: Metadata, entry_id: Option<&str>) -> Metadata {
+        if meta.id.is_empty() {
+            meta.id = entry_id
+                .map(str::to_owned)
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        }
+        if meta.event_type.is_empty() {
+            if let Some(e) = &self.event {
+                meta.event_type = e.name.to_owned();
+            }
+        }
+        meta
+    }
+
+    fn letter(
+        &self,
+        channel: &str,
+        entry_id: Option<String>,
+        deliveries: u32,
+        reason: String,
+        body: envelope::WireBody,
+    ) -> DeadLetter {
+        DeadLetter {
+            dlq: self.dlq.clone(),
+            channel: channel.to_owned(),
+            entry_id,
+            group: self.group.clone(),
+            handler: self.name.to_string(),
+            reason,
+            deliveries,
+            body,
+        }
+    }
+
+    async fn dead_letter(&self, letter: DeadLetter, entry_id: Option<String>) -> Outcome {
+        let dlq = letter.dlq.clone();
+        match self.bus.inner.transport.dead_letter(letter).await {
+            Ok(()) => {
+                Stats::incr(&self.stats().dead_lettered);
+                Outcome::Ack(entry_id)
+            }
+            Err(e) => {
+                // Not acked: the entry stays pending and is delivered again, nothing is lost.
+                tracing::error!(handler = %self.name, %dlq, error = %e, "cannot write the dead letter; the entry stays pending");
+                Outcome::Keep
+            }
+        }
+    }
+}
+
+/// Runs a pub/sub subscription until it closes or the handler is stopped.
+pub(crate) async fn run_pubsub(runner: Runner, mut sub: Box<dyn Subscription>) {
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        let room = in_flight.len() < runner.options.concurrency;
+        tokio::select! {
+            biased;
+            () = runner.cancel.cancelled() => break,
+            Some(_) = in_flight.next(), if !in_flight.is_empty() => {}
+            next = sub.next(), if room => match next {
+                Some(delivery) => in_flight.push(runner.process(delivery)),
+                None => break,
+            },
+        }
+    }
+    drop(sub);
+    while in_flight.next().await.is_some() {}
+}
+
+/// Runs a durable stream consumer until the handler is stopped.
+pub(crate) async fn run_stream(runner: Runner, consumer: Arc<dyn StreamConsumer>) {
+    let mut in_flight = FuturesUnordered::new();
+    let mut fetch: Option<BoxFuture<'static, crate::Result<Vec<Delivery>>>> = None;
+    let mut acks: Vec<String> = Vec::new();
+    let mut failures: u32 = 0;
+    loop {
+        let room = runner.options.concurrency.saturating_sub(in_flight.len());
+        if fetch.is_none() && room > 0 {
+            let c = consumer.clone();
+            fetch = Some(Box::pin(async move { c.fetch(room).await }));
+        }
+        tokio::select! {
+            biased;
+            () = runner.cancel.cancelled() => break,
+            Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
+                collect(outcome, &mut acks);
+                // Take every other call that finished meanwhile, then ack them in one command.
+                while let Some(Some(outcome)) = in_flight.next().now_or_never() {
+                    collect(outcome, &mut acks);
+                }
+                flush_acks(&runner, &*consumer, &mut acks).await;
+            }
+            batch = async { fetch.as_mut().expect("guarded by is_some").await }, if fetch.is_some() => {
+                fetch = None;
+                match batch {
+                    Ok(batch) => {
+                        failures = 0;
+                        for delivery in batch {
+                            in_flight.push(runner.process(delivery));
+                        }
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        let delay = Duration::from_millis(100 * 2u64.pow(failures.min(6))).min(Duration::from_secs(5));
+                        tracing::warn!(handler = %runner.name, error = %e, ?delay, "reading the stream failed; retrying");
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = runner.cancel.cancelled() => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+    drop(fetch);
+    while let Some(outcome) = in_flight.next().await {
+        collect(outcome, &mut acks);
+    }
+    flush_acks(&runner, &*consumer, &mut acks).await;
+}
+
+fn collect(outcome: Outcome, acks: &mut Vec<String>) {
+    if let Outcome::Ack(Some(id)) = outcome {
+        acks.push(id);
+    }
+}
+
+async fn flush_acks(runner: &Runner, consumer: &dyn StreamConsumer, acks: &mut Vec<String>) {
+    if acks.is_empty() {
+        return;
+    }
+    if let Err(e) = consumer.ack(acks).await {
+        // The entries stay pending and are delivered again: at-least-once, never lost.
+        tracing::warn!(handler = %runner.name, error = %e, count = acks.len(), "ack failed; the entries will be redelivered");
+    }
+    acks.clear();
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+impl Bus {
+    /// Publishes the reply (or the error) of a request to its reply channel.
+    pub(crate) async fn send_reply(
+        &self,
+        to: &str,
+        request: &Metadata,
+        result: Result<Bytes, String>,
+    ) {
+        if let Err(e) = crate::reply::send(self, to, request, result).await {
+            tracing::warn!(reply_to = %to, request = %request.id, error = %e, "cannot send the reply");
+        }
+    }
+}

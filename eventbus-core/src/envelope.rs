@@ -1,0 +1,608 @@
+//! The envelope every message carries, and the codec that writes and reads it.
+//!
+//! The wire format is [CloudEvents 1.0](https://github.com/cloudevents/spec) in JSON:
+//!
+//! * on a pub/sub channel, one JSON document (structured mode):
+//!   `{"specversion":"1.0","id":"…","source":"billing","type":"shop.orders.OrderCreated",
+//!   "time":"2026-11-24T12:00:00.000000Z","datacontenttype":"application/json","dataversion":1,
+//!   "correlationid":"…","data":{…}}`
+//! * in a stream entry, the same attributes as entry fields, `data` holding the payload JSON.
+//!
+//! A payload without envelope (a JSON document with no `specversion`, as sent by
+//! `redis-cli PUBLISH ch '{"order_id":"o-1"}'`, or a stream entry with only a `data` field) is
+//! accepted as `data`. Both transports (memory and Redis) go through this one codec, so a type
+//! that does not survive the trip fails in a unit test, not in production.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::error::DecodeError;
+
+/// The CloudEvents spec version written and accepted.
+pub const SPEC_VERSION: &str = "1.0";
+/// The content type of `data`.
+pub const JSON_CONTENT_TYPE: &str = "application/json";
+
+/// The attributes of one message: CloudEvents context attributes plus extensions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// Unique id of this event (a UUID v7 when published by eventbus).
+    pub id: String,
+    /// The service that published it (configured on the bus; defaults to the binary's name).
+    pub source: String,
+    /// The event name (`shop.orders.OrderCreated`).
+    pub event_type: String,
+    /// When it was published, RFC 3339 in UTC.
+    pub time: Option<String>,
+    /// The content type of `data`; `application/json` when set by eventbus.
+    pub data_content_type: Option<String>,
+    /// The payload schema version (`#[event(version = N)]`), extension `dataversion`.
+    pub data_version: Option<u32>,
+    /// The id shared by every event of one conversation, extension `correlationid`.
+    pub correlation_id: Option<String>,
+    /// The id of the event whose handler published this one, extension `causationid`.
+    pub causation_id: Option<String>,
+    /// Where the reply to a request goes, extension `replyto`.
+    pub reply_to: Option<String>,
+    /// Other extension attributes (free headers). Values that are not JSON strings keep their
+    /// JSON text.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The attribute names the codec gives a meaning to; every other one is a header.
+const KNOWN: &[&str] = &[
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "time",
+    "datacontenttype",
+    "dataversion",
+    "correlationid",
+    "causationid",
+    "replyto",
+    "data",
+];
+
+/// True for attribute names that cannot be used as free headers.
+pub fn is_reserved_attribute(name: &str) -> bool {
+    KNOWN.contains(&name) || name == "data_base64" || name == "dataschema" || name == "subject"
+}
+
+/// An encoded event ready for a transport: attributes plus the JSON of the payload.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    /// The attributes.
+    pub meta: Metadata,
+    /// The payload serialized as JSON.
+    pub data: Bytes,
+}
+
+impl Encoded {
+    /// Serializes `event` as the payload of a message with these attributes.
+    pub fn new<T: serde::Serialize>(meta: Metadata, event: &T) -> serde_json::Result<Self> {
+        let mut buf = Vec::with_capacity(256);
+        serde_json::to_writer(&mut buf, event)?;
+        Ok(Encoded {
+            meta,
+            data: Bytes::from(buf),
+        })
+    }
+
+    /// Structured mode: one CloudEvents JSON document (pub/sub payload).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.data.len() + 256);
+        out.push(b'{');
+        let mut first = true;
+        self.for_each_attribute(|name, value| {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            write_json_str(&mut out, name);
+            out.push(b':');
+            match value {
+                AttrValue::Str(s) => write_json_str(&mut out, s),
+                AttrValue::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            }
+        });
+        if !first {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"data\":");
+        out.extend_from_slice(&self.data);
+        out.push(b'}');
+        out
+    }
+
+    /// Binary-ish mode for streams: attributes as entry fields, `data` last.
+    pub fn to_fields(&self) -> Vec<(Cow<'static, str>, Bytes)> {
+        let mut fields = Vec::with_capacity(10 + self.meta.headers.len());
+        self.for_each_attribute(|name, value| {
+            let value = match value {
+                AttrValue::Str(s) => Bytes::copy_from_slice(s.as_bytes()),
+                AttrValue::Int(n) => Bytes::from(n.to_string()),
+            };
+            let name = match KNOWN.iter().find(|k| **k == name) {
+                Some(k) => Cow::Borrowed(*k),
+                None => Cow::Owned(name.to_owned()),
+            };
+            fields.push((name, value));
+        });
+        fields.push((Cow::Borrowed("data"), self.data.clone()));
+        fields
+    }
+
+    fn for_each_attribute<'a>(&'a self, mut f: impl FnMut(&'a str, AttrValue<'a>)) {
+        let m = &self.meta;
+        f("specversion", AttrValue::Str(SPEC_VERSION));
+        f("id", AttrValue::Str(&m.id));
+        f("source", AttrValue::Str(&m.source));
+        f("type", AttrValue::Str(&m.event_type));
+        if let Some(t) = &m.time {
+            f("time", AttrValue::Str(t));
+        }
+        f(
+            "datacontenttype",
+            AttrValue::Str(m.data_content_type.as_deref().unwrap_or(JSON_CONTENT_TYPE)),
+        );
+        if let Some(v) = m.data_version {
+            f("dataversion", AttrValue::Int(v));
+        }
+        if let Some(v) = &m.correlation_id {
+            f("correlationid", AttrValue::Str(v));
+        }
+        if let Some(v) = &m.causation_id {
+            f("causationid", AttrValue::Str(v));
+        }
+        if let Some(v) = &m.reply_to {
+            f("replyto", AttrValue::Str(v));
+        }
+        for (k, v) in &m.headers {
+            if !is_reserved_attribute(k) {
+                f(k, AttrValue::Str(v));
+            }
+        }
+    }
+}
+
+enum AttrValue<'a> {
+    Str(&'a str),
+    Int(u32),
+}
+
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f) {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // serde_json cannot fail on a &str into a Vec.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+/// A message as a transport received it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WireBody {
+    /// One JSON document (pub/sub payload): a CloudEvents envelope or a bare payload.
+    Json(Bytes),
+    /// Stream entry fields.
+    Fields(Vec<(String, Bytes)>),
+}
+
+impl WireBody {
+    /// Total size in bytes of the payload (all field names and values for a stream entry).
+    pub fn len(&self) -> usize {
+        match self {
+            WireBody::Json(b) => b.len(),
+            WireBody::Fields(f) => f.iter().map(|(k, v)| k.len() + v.len()).sum(),
+        }
+    }
+
+    /// True when there are no bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A printable excerpt for logs and dead letters.
+    pub fn excerpt_source(&self) -> Cow<'_, [u8]> {
+        match self {
+            WireBody::Json(b) => Cow::Borrowed(b),
+            WireBody::Fields(f) => Cow::Owned(
+                f.iter()
+                    .flat_map(|(k, v)| {
+                        [k.as_bytes(), b"=", v, b" "]
+                            .into_iter()
+                            .flatten()
+                            .copied()
+                            .collect::<Vec<_>>()
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// A decoded envelope: attributes and the raw JSON of `data` (not yet parsed into a type).
+#[derive(Clone, Debug)]
+pub struct Decoded {
+    /// The attributes. For a bare payload `id`, `source` and `event_type` are empty.
+    pub meta: Metadata,
+    /// The JSON of the payload, a slice of the received bytes.
+    pub data: Bytes,
+}
+
+impl Decoded {
+    /// Parses the payload into `T`, naming the channel in the error.
+    pub fn payload<T: DeserializeOwned>(&self, channel: &str) -> Result<T, DecodeError> {
+        serde_json::from_slice(&self.data).map_err(|e| DecodeError::new(channel, e, &self.data))
+    }
+}
+
+/// Decodes what a transport received on `channel`.
+pub fn decode(channel: &str, body: &WireBody) -> Result<Decoded, DecodeError> {
+    match body {
+        WireBody::Json(bytes) => decode_json(channel, bytes),
+        WireBody::Fields(fields) => decode_fields(channel, fields),
+    }
+}
+
+fn decode_json(channel: &str, bytes: &Bytes) -> Result<Decoded, DecodeError> {
+    let is_object = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
+    if is_object {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let raw = de
+            .deserialize_map(EnvelopeVisitor)
+            .and_then(|r| de.end().map(|()| r))
+            .map_err(|e| DecodeError::new(channel, e, bytes))?;
+        if let Some(spec) = raw.spec {
+            let mut meta = Metadata::default();
+            let mut data = None;
+            let mut attrs = raw.attrs.into_iter().map(|(k, v)| (k, Attr::Json(v)));
+            apply_attributes(channel, bytes, &spec, &mut attrs, &mut meta, &mut data)?;
+            let data = match data {
+                Some(d) => bytes.slice_ref(d),
+                None => Bytes::from_static(b"null"),
+            };
+            return Ok(Decoded { meta, data });
+        }
+    }
+    // A bare payload: the whole document is `data`. Checked to be JSON at all so that garbage
+    // is reported as undecodable here rather than by the typed parse.
+    serde_json::from_slice::<de::IgnoredAny>(bytes)
+        .map_err(|e| DecodeError::new(channel, format!("not JSON: {e}"), bytes))?;
+    Ok(Decoded {
+        meta: Metadata::default(),
+        data: bytes.clone(),
+    })
+}
+
+fn decode_fields(channel: &str, fields: &[(String, Bytes)]) -> Result<Decoded, DecodeError> {
+    let excerpt = || WireBody::Fields(fields.to_vec()).excerpt_source().into_owned();
+    let data_field = fields
+        .iter()
+        .find(|(k, _)| k == "data")
+        .map_or(&b""[..], |(_, v)| v.as_ref());
+    let spec = fields
+        .iter()
+        .find(|(k, _)| k == "specversion")
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+    let mut meta = Metadata::default();
+    let mut data: Option<&[u8]> = None;
+    if let Some(spec) = spec {
+        let mut attrs = fields
+            .iter()
+            .filter(|(k, _)| k != "specversion")
+            .map(|(k, v)| (Cow::Borrowed(k.as_str()), Attr::Text(v)));
+        apply_attributes(channel, data_field, &spec, &mut attrs, &mut meta, &mut data)?;
+    } else {
+        data = fields
+            .iter()
+            .find(|(k, _)| k == "data")
+            .map(|(_, v)| v.as_ref());
+    }
+    let Some(data) = data else {
+        return Err(DecodeError::new(
+            channel,
+            "stream entry has no `data` field",
+            &excerpt(),
+        ));
+    };
+    let data = fields
+        .iter()
+        .find(|(k, _)| k == "data")
+        .map(|(_, v)| v.slice_ref(data))
+        .unwrap_or_else(|| Bytes::copy_from_slice(data));
+    serde_json::from_slice::<de::IgnoredAny>(&data)
+        .map_err(|e| DecodeError::new(channel, format!("`data` is not JSON: {e}"), &data))?;
+    Ok(Decoded { meta, data })
+}
+
+/// An attribute value: raw JSON (structured mode) or plain text (stream field).
+enum Attr<'a> {
+    Json(&'a RawValue),
+    Text(&'a [u8]),
+}
+
+impl<'a> Attr<'a> {
+    fn text(&self) -> Option<String> {
+        match self {
+            Attr::Json(raw) => {
+                let s = raw.get();
+                if s.starts_with('"') {
+                    serde_json::from_str::<String>(s).ok()
+                } else if s == "null" {
+                    None
+                } else {
+                    Some(s.to_owned())
+                }
+            }
+            Attr::Text(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        }
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        match self {
+            Attr::Json(raw) => raw.get().as_bytes(),
+            Attr::Text(b) => b,
+        }
+    }
+}
+
+fn apply_attributes<'a>(
+    channel: &str,
+    whole: &[u8],
+    spec: &str,
+    attrs: &mut dyn Iterator<Item = (Cow<'a, str>, Attr<'a>)>,
+    meta: &mut Metadata,
+    data: &mut Option<&'a [u8]>,
+) -> Result<(), DecodeError> {
+    if spec != SPEC_VERSION {
+        return Err(DecodeError::new(
+            channel,
+            format!("unsupported CloudEvents specversion {spec:?} (expected \"1.0\")"),
+            whole,
+        ));
+    }
+    for (name, value) in attrs {
+        let text = || value.text().unwrap_or_default();
+        match &*name {
+            "data" => *data = Some(value.bytes()),
+            "id" => meta.id = text(),
+            "source" => meta.source = text(),
+            "type" => meta.event_type = text(),
+            "time" => meta.time = value.text(),
+            "datacontenttype" => {
+                let ct = text();
+                if !is_json_content_type(&ct) {
+                    return Err(DecodeError::new(
+                        channel,
+                        format!("datacontenttype {ct:?} is not JSON"),
+                        whole,
+                    ));
+                }
+                meta.data_content_type = Some(ct);
+            }
+            "dataversion" => meta.data_version = text().trim_matches('"').parse().ok(),
+            "correlationid" => meta.correlation_id = value.text(),
+            "causationid" => meta.causation_id = value.text(),
+            "replyto" => meta.reply_to = value.text(),
+            "data_base64" => {
+                return Err(DecodeError::new(
+                    channel,
+                    "binary data (data_base64) is not supported; send JSON in `data`",
+                    whole,
+                ));
+            }
+            _ => {
+                if let Some(v) = value.text() {
+                    meta.headers.insert(name.into_owned(), v);
+                }
+            }
+        }
+    }
+    if meta.id.is_empty() || meta.event_type.is_empty() {
+        return Err(DecodeError::new(
+            channel,
+            "CloudEvents envelope without `id` or `type`",
+            whole,
+        ));
+    }
+    Ok(())
+}
+
+fn is_json_content_type(ct: &str) -> bool {
+    let base = ct.split(';').next().unwrap_or("").trim();
+    base == "application/json" || base == "text/json" || base.ends_with("+json")
+}
+
+/// The top-level object, read in one pass with every value kept as raw JSON.
+struct RawEnvelope<'de> {
+    spec: Option<String>,
+    attrs: Vec<(Cow<'de, str>, &'de RawValue)>,
+}
+
+struct EnvelopeVisitor;
+
+impl<'de> Visitor<'de> for EnvelopeVisitor {
+    type Value = RawEnvelope<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = RawEnvelope {
+            spec: None,
+            attrs: Vec::with_capacity(12),
+        };
+        while let Some(Key(key)) = map.next_key()? {
+            let value: &'de RawValue = map.next_value()?;
+            if key == "specversion" {
+                out.spec = Some(
+                    serde_json::from_str::<String>(value.get())
+                        .unwrap_or_else(|_| value.get().to_owned()),
+                );
+            } else {
+                out.attrs.push((key, value));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A map key that borrows from the input when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Formats a time as RFC 3339 in UTC with microseconds: `2026-11-24T12:00:00.000000Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, day) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_micros()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn sample() -> Encoded {
+        let meta = Metadata {
+            id: "id-1".into(),
+            source: "svc".into(),
+            event_type: "a.B".into(),
+            time: Some("2026-11-24T00:00:00.000000Z".into()),
+            data_version: Some(2),
+            correlation_id: Some("c-1".into()),
+            headers: [("tenant".to_string(), "ac\"me".to_string())].into(),
+            ..Metadata::default()
+        };
+        Encoded::new(meta, &serde_json::json!({"x": 1})).unwrap()
+    }
+
+    #[test]
+    fn json_round_trip_keeps_every_attribute() {
+        let enc = sample();
+        let json = Bytes::from(enc.to_json());
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["specversion"], "1.0");
+        assert_eq!(v["dataversion"], 2);
+        assert_eq!(v["data"]["x"], 1);
+        let dec = decode("a.B", &WireBody::Json(json)).unwrap();
+        let mut expected = enc.meta.clone();
+        expected.data_content_type = Some(JSON_CONTENT_TYPE.into());
+        assert_eq!(dec.meta, expected);
+        assert_eq!(&dec.data[..], b"{\"x\":1}");
+    }
+
+    #[test]
+    fn fields_round_trip_keeps_every_attribute() {
+        let enc = sample();
+        let fields = enc
+            .to_fields()
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v))
+            .collect();
+        let dec = decode("a.B", &WireBody::Fields(fields)).unwrap();
+        assert_eq!(dec.meta.headers["tenant"], "ac\"me");
+        assert_eq!(dec.meta.data_version, Some(2));
+        assert_eq!(&dec.data[..], b"{\"x\":1}");
+    }
+
+    #[test]
+    fn bare_json_is_data() {
+        let dec = decode("c", &WireBody::Json(Bytes::from_static(b" {\"x\": 1}"))).unwrap();
+        assert!(dec.meta.id.is_empty());
+        let x: serde_json::Value = dec.payload("c").unwrap();
+        assert_eq!(x["x"], 1);
+        let dec = decode("c", &WireBody::Json(Bytes::from_static(b"[1,2]"))).unwrap();
+        assert_eq!(&dec.data[..], b"[1,2]");
+        let dec = decode(
+            "s",
+            &WireBody::Fields(vec![("data".into(), Bytes::from_static(b"{\"x\":2}"))]),
+        )
+        .unwrap();
+        assert_eq!(&dec.data[..], b"{\"x\":2}");
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_with_channel_and_excerpt() {
+        for bad in [&b"\xff\xfe"[..], b"{\"a\":", b"not json", b""] {
+            let e = decode("ch", &WireBody::Json(Bytes::copy_from_slice(bad))).unwrap_err();
+            assert_eq!(e.channel, "ch");
+        }
+        let e = decode(
+            "ch",
+            &WireBody::Json(Bytes::from_static(
+                b"{\"specversion\":\"0.3\",\"id\":\"1\",\"type\":\"t\",\"data\":{}}",
+            )),
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("specversion"), "{e}");
+        let e = decode(
+            "s",
+            &WireBody::Fields(vec![("order".into(), Bytes::from_static(b"1"))]),
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("no `data` field"), "{e}");
+    }
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_795_000_000_123_456);
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40.123456Z");
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+    }
+}

@@ -1,0 +1,248 @@
+//! Errors of the bus (`Error`) and of handlers (`HandlerError`).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::channel::ChannelError;
+
+/// A boxed error from a transport or a handler.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with the bus [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong on the bus side (publishing, subscribing, starting handlers).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The event could not be serialized.
+    #[error("cannot encode {event} as JSON: {source}")]
+    Encode {
+        /// Rust type of the event.
+        event: &'static str,
+        /// serde_json's error.
+        source: serde_json::Error,
+    },
+    /// A received message could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A channel name (template value or namespace) is invalid.
+    #[error("invalid channel for {event}: {source}")]
+    Channel {
+        /// Rust type of the event, or `namespace`.
+        event: &'static str,
+        /// What is wrong with it.
+        source: ChannelError,
+    },
+    /// Two event types map to the same channel.
+    #[error("event types {first} and {second} both map to channel `{channel}`; give one of them another `#[event(name = \"...\")]`")]
+    DuplicateChannel {
+        /// The shared channel.
+        channel: String,
+        /// One type.
+        first: &'static str,
+        /// The other type.
+        second: &'static str,
+    },
+    /// The transport (Redis, memory) failed.
+    #[error("{transport} transport: {message}")]
+    Transport {
+        /// `memory` or `redis`.
+        transport: &'static str,
+        /// What was being done, with the key or channel involved.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A request got no reply in time.
+    #[error("request {event} got no reply within {timeout:?}")]
+    Timeout {
+        /// Rust type of the request.
+        event: &'static str,
+        /// The timeout that elapsed.
+        timeout: Duration,
+    },
+    /// A request was published but nobody listens on its channel.
+    #[error("request {event} on `{channel}` has no subscriber")]
+    NoResponders {
+        /// Rust type of the request.
+        event: &'static str,
+        /// The channel it was published on.
+        channel: String,
+    },
+    /// The handler of a request failed; its error message came back as the reply.
+    #[error("the handler of request {event} failed: {message}")]
+    Remote {
+        /// Rust type of the request.
+        event: &'static str,
+        /// The handler's error message.
+        message: String,
+    },
+    /// A payload exceeds the configured size limit.
+    #[error("payload of {size} bytes on `{channel}` exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The channel.
+        channel: String,
+        /// The payload size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Wrong configuration (handlers, state, environment).
+    #[error("{0}")]
+    Config(String),
+    /// The bus was shut down.
+    #[error("the bus is shut down")]
+    Closed,
+}
+
+impl Error {
+    /// A transport error with context and an optional cause.
+    pub fn transport(
+        transport: &'static str,
+        message: impl Into<String>,
+        source: impl Into<Option<BoxError>>,
+    ) -> Self {
+        Error::Transport {
+            transport,
+            message: message.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// A message that could not be turned into an event: malformed JSON, a wrong shape, a missing
+/// field. It names the channel and shows the start of the payload.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cannot decode message on `{channel}`: {reason}; payload starts with {excerpt:?}")]
+pub struct DecodeError {
+    /// The channel or stream the message came from.
+    pub channel: String,
+    /// What is wrong.
+    pub reason: String,
+    /// The first bytes of the payload (lossy UTF-8, at most 120 characters).
+    pub excerpt: String,
+}
+
+impl DecodeError {
+    /// Builds the error with an excerpt of `payload`.
+    pub fn new(channel: &str, reason: impl fmt::Display, payload: &[u8]) -> Self {
+        DecodeError {
+            channel: channel.to_owned(),
+            reason: reason.to_string(),
+            excerpt: excerpt(payload),
+        }
+    }
+}
+
+fn excerpt(payload: &[u8]) -> String {
+    const MAX: usize = 120;
+    let text = String::from_utf8_lossy(&payload[..payload.len().min(MAX * 4)]);
+    let mut out: String = text.chars().take(MAX).collect();
+    if out.len() < text.len() || payload.len() > MAX * 4 {
+        out.push('…');
+    }
+    out
+}
+
+/// The error a handler returns. Anything that converts into a boxed error converts into it, so
+/// `?` works on `std::io::Error`, `String`, `&str`, `anyhow::Error`, `eventbus::Error`...
+///
+/// A handler error is retried with backoff until the handler's `max_deliveries`, then the
+/// message is dead-lettered with this error as the reason. [`HandlerError::permanent`] skips the
+/// retries (the message can never succeed, e.g. it fails validation).
+///
+/// ```
+/// use eventbus_core::HandlerError;
+/// fn check(amount: i64) -> Result<(), HandlerError> {
+///     if amount < 0 {
+///         return Err(HandlerError::permanent(format!("negative amount {amount}")));
+///     }
+///     let _n: u32 = "42".parse()?; // any std error converts
+///     Ok(())
+/// }
+/// assert!(check(-1).unwrap_err().is_permanent());
+/// ```
+pub struct HandlerError {
+    source: BoxError,
+    permanent: bool,
+}
+
+impl HandlerError {
+    /// A failure that is retried.
+    pub fn new(error: impl Into<BoxError>) -> Self {
+        HandlerError {
+            source: error.into(),
+            permanent: false,
+        }
+    }
+
+    /// A failure that retrying cannot fix: the message goes to the dead-letter stream at once.
+    pub fn permanent(error: impl Into<BoxError>) -> Self {
+        HandlerError {
+            source: error.into(),
+            permanent: true,
+        }
+    }
+
+    /// True for [`HandlerError::permanent`] errors and undecodable messages.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
+    }
+
+    /// The underlying error.
+    pub fn source(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.source
+    }
+}
+
+impl<E: Into<BoxError>> From<E> for HandlerError {
+    fn from(error: E) -> Self {
+        HandlerError::new(error)
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.source)?;
+        let mut cause = self.source.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerError")
+            .field("error", &self.to_string())
+            .field("permanent", &self.permanent)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_error_shows_channel_and_excerpt() {
+        let long = vec![b'x'; 1000];
+        let e = DecodeError::new("a.b", "expected value", &long);
+        assert!(e.excerpt.ends_with('…'));
+        assert_eq!(e.excerpt.chars().count(), 121);
+        let msg = e.to_string();
+        assert!(msg.contains("`a.b`") && msg.contains("expected value"));
+    }
+
+    #[test]
+    fn handler_error_converts_from_std_errors_and_strings() {
+        let e: HandlerError = "boom".into();
+        assert_eq!(e.to_string(), "boom");
+        let e: HandlerError = "x".parse::<u32>().unwrap_err().into();
+        assert!(!e.is_permanent());
+    }
+}
