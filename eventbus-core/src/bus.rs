@@ -370,7 +370,8 @@ impl Bus {
         dead_letter_key(&self.inner.prefix, &E::DESCRIPTOR)
     }
 
-    pub(crate) fn state<T: Send + Sync + 'static>(&self) -> Result<&T> {
+    /// The application state of type `T` given to [`BusBuilder::state`].
+    pub fn state<T: Send + Sync + 'static>(&self) -> Result<&T> {
         self.inner
             .state
             .get(&TypeId::of::<T>())

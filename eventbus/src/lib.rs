@@ -1,7 +1,29 @@
 //! # eventbus
 //!
 //! One dependency for typed events over Redis: re-exports [`eventbus_core`] (events, handlers,
-//! the bus, the in-memory transport) and, with the default `redis` feature, `eventbus-redis`.
+//! the bus, the in-memory transport) and, with the default `redis` feature, `eventbus-redis` as
+//! [`redis`].
+//!
+//! ```no_run
+//! use eventbus::prelude::*;
+//!
+//! #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
+//! #[event(name = "shop.orders.OrderCreated")]
+//! pub struct OrderCreated { pub order_id: String, pub amount_cents: u64 }
+//!
+//! #[handler(group = "billing")]
+//! async fn charge(ev: OrderCreated) -> Result<(), HandlerError> {
+//!     println!("charging {}", ev.order_id);
+//!     Ok(())
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> eventbus::Result<()> {
+//!     let bus = Bus::from_env().await?; // REDIS_URL set: Redis; otherwise in-memory
+//!     bus.publish(&OrderCreated { order_id: "o-1".into(), amount_cents: 4999 }).await?;
+//!     bus.run_registered_handlers().await // until Ctrl-C
+//! }
+//! ```
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -9,3 +31,55 @@ pub use eventbus_core::*;
 
 #[cfg(feature = "redis")]
 pub use eventbus_redis as redis;
+
+/// The environment variable naming the Redis server: `redis://[user:password@]host:port[/db]`.
+pub const REDIS_URL_ENV: &str = "REDIS_URL";
+/// The environment variable giving the bus namespace (key prefix), optional.
+pub const NAMESPACE_ENV: &str = "EVENTBUS_NAMESPACE";
+
+/// Builds a bus from the environment: Redis when `REDIS_URL` is set, the in-memory bus
+/// otherwise. `EVENTBUS_NAMESPACE`, when set, prefixes every key.
+///
+/// In scope through `eventbus::prelude::*`, so `Bus::from_env()` reads naturally.
+pub trait BusFromEnv: Sized {
+    /// The bus, ready to use.
+    fn from_env() -> impl std::future::Future<Output = Result<Bus>> + Send;
+    /// A builder with the transport chosen from the environment, to add state or settings.
+    fn builder_from_env() -> impl std::future::Future<Output = Result<BusBuilder>> + Send;
+}
+
+impl BusFromEnv for Bus {
+    async fn from_env() -> Result<Bus> {
+        Self::builder_from_env().await?.build()
+    }
+
+    async fn builder_from_env() -> Result<BusBuilder> {
+        let mut builder = Bus::builder();
+        if let Some(ns) = std::env::var(NAMESPACE_ENV).ok().filter(|s| !s.is_empty()) {
+            builder = builder.namespace(ns);
+        }
+        match std::env::var(REDIS_URL_ENV).ok().filter(|s| !s.is_empty()) {
+            None => Ok(builder),
+            Some(url) => connect(builder, &url).await,
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn connect(builder: BusBuilder, url: &str) -> Result<BusBuilder> {
+    let transport = eventbus_redis::RedisTransport::connect(url).await?;
+    Ok(builder.transport(transport))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn connect(_builder: BusBuilder, _url: &str) -> Result<BusBuilder> {
+    Err(Error::Config(
+        "REDIS_URL is set but eventbus was built without its `redis` feature".to_owned(),
+    ))
+}
+
+/// What most users need: `use eventbus::prelude::*;`.
+pub mod prelude {
+    pub use crate::BusFromEnv;
+    pub use eventbus_core::prelude::*;
+}

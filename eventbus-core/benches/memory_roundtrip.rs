@@ -1,0 +1,200 @@
+//! S6 of BENCH.md: the in-memory bus, publish -> handler round trip with the ~200-byte order
+//! event, JSON both ways, on one core (current-thread runtime).
+//!
+//! `cargo bench -p eventbus-core --bench memory_roundtrip` prints events/s (criterion
+//! throughput) and, first, the heap allocations per event counted by a counting allocator.
+#![allow(unsafe_code)] // the counting global allocator below
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use criterion::{Criterion, Throughput};
+use eventbus_core::prelude::*;
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Item {
+    pub sku: String,
+    pub qty: u32,
+    pub price_cents: u64,
+}
+
+/// The ~200-byte order event of BENCH.md.
+#[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[event(ephemeral, name = "bench.orders.OrderPlacedLive")]
+pub struct OrderPlacedLive {
+    pub order_id: String,
+    pub customer_id: String,
+    pub amount_cents: u64,
+    pub currency: String,
+    pub items: Vec<Item>,
+    pub created_at: String,
+}
+
+/// The same event, durable (stream log with a consumer group and acks).
+#[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[event(name = "bench.orders.OrderPlaced")]
+pub struct OrderPlaced {
+    pub order_id: String,
+    pub customer_id: String,
+    pub amount_cents: u64,
+    pub currency: String,
+    pub items: Vec<Item>,
+    pub created_at: String,
+}
+
+fn items() -> Vec<Item> {
+    vec![
+        Item { sku: "SKU-100234".into(), qty: 2, price_cents: 1299 },
+        Item { sku: "SKU-200871".into(), qty: 1, price_cents: 2401 },
+    ]
+}
+
+fn live(i: u64) -> OrderPlacedLive {
+    OrderPlacedLive {
+        order_id: format!("ord-{i:012}"),
+        customer_id: "cus-0000004711".into(),
+        amount_cents: 4999,
+        currency: "EUR".into(),
+        items: items(),
+        created_at: "2026-11-24T12:00:00.000Z".into(),
+    }
+}
+
+fn durable(i: u64) -> OrderPlaced {
+    let l = live(i);
+    OrderPlaced {
+        order_id: l.order_id,
+        customer_id: l.customer_id,
+        amount_cents: l.amount_cents,
+        currency: l.currency,
+        items: l.items,
+        created_at: l.created_at,
+    }
+}
+
+const BATCH: u64 = 1_000;
+
+async fn setup() -> (Bus, Arc<AtomicUsize>) {
+    let bus = Bus::builder()
+        .configure(|c| {
+            c.record_published = Some(false);
+            c.default_max_len = Some(10_000);
+        })
+        .build()
+        .expect("valid config");
+    let seen = Arc::new(AtomicUsize::new(0));
+    let (a, b) = (seen.clone(), seen.clone());
+    bus.subscribe(move |ev: OrderPlacedLive| {
+        let seen = a.clone();
+        async move {
+            std::hint::black_box(&ev);
+            seen.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+    .await
+    .expect("subscribe");
+    bus.subscribe(move |ev: OrderPlaced| {
+        let seen = b.clone();
+        async move {
+            std::hint::black_box(&ev);
+            seen.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+    .await
+    .expect("subscribe");
+    (bus, seen)
+}
+
+async fn round_trip_live(bus: &Bus, events: &[OrderPlacedLive]) {
+    for ev in events {
+        bus.publish(ev).await.expect("publish");
+    }
+    bus.settle().await;
+}
+
+async fn round_trip_durable(bus: &Bus, events: &[OrderPlaced]) {
+    for ev in events {
+        bus.publish(ev).await.expect("publish");
+    }
+    bus.settle().await;
+}
+
+fn allocations_per_event(rt: &tokio::runtime::Runtime) {
+    let (bus, seen) = rt.block_on(setup());
+    let live_events: Vec<_> = (0..BATCH).map(live).collect();
+    let durable_events: Vec<_> = (0..BATCH).map(durable).collect();
+    rt.block_on(round_trip_live(&bus, &live_events)); // warm up
+    rt.block_on(round_trip_durable(&bus, &durable_events));
+    let size = serde_json::to_vec(&live_events[0]).expect("json").len();
+    for (name, durable_run) in [("ephemeral", false), ("durable", true)] {
+        let before_seen = seen.load(Ordering::Relaxed);
+        let before = ALLOCS.load(Ordering::Relaxed);
+        let start = Instant::now();
+        rt.block_on(async {
+            if durable_run {
+                round_trip_durable(&bus, &durable_events).await
+            } else {
+                round_trip_live(&bus, &live_events).await
+            }
+        });
+        let elapsed = start.elapsed();
+        let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+        let handled = (seen.load(Ordering::Relaxed) - before_seen) as u64;
+        assert_eq!(handled, BATCH, "every event handled");
+        println!(
+            "S6 {name}: payload {size} bytes, {:.1} allocations/event, {:.0} events/s (single run)",
+            allocs as f64 / BATCH as f64,
+            BATCH as f64 / elapsed.as_secs_f64()
+        );
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    allocations_per_event(&rt);
+
+    let mut c = Criterion::default().configure_from_args();
+    let (bus, _seen) = rt.block_on(setup());
+    let live_events: Vec<_> = (0..BATCH).map(live).collect();
+    let durable_events: Vec<_> = (0..BATCH).map(durable).collect();
+    let mut group = c.benchmark_group("S6_memory_round_trip");
+    group.throughput(Throughput::Elements(BATCH));
+    group.bench_function("ephemeral", |b| {
+        b.iter(|| rt.block_on(round_trip_live(&bus, &live_events)))
+    });
+    group.bench_function("durable", |b| {
+        b.iter(|| rt.block_on(round_trip_durable(&bus, &durable_events)))
+    });
+    group.finish();
+    c.final_summary();
+}
