@@ -4,6 +4,7 @@
 //! `cargo bench -p eventbus-core --bench memory_roundtrip` prints events/s (criterion
 //! throughput) and, first, the heap allocations per event counted by a counting allocator.
 #![allow(unsafe_code)] // the counting global allocator below
+#![allow(missing_docs)] // bench types
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
@@ -71,8 +72,16 @@ pub struct OrderPlaced {
 
 fn items() -> Vec<Item> {
     vec![
-        Item { sku: "SKU-100234".into(), qty: 2, price_cents: 1299 },
-        Item { sku: "SKU-200871".into(), qty: 1, price_cents: 2401 },
+        Item {
+            sku: "SKU-100234".into(),
+            qty: 2,
+            price_cents: 1299,
+        },
+        Item {
+            sku: "SKU-200871".into(),
+            qty: 1,
+            price_cents: 2401,
+        },
     ]
 }
 

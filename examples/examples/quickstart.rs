@@ -19,24 +19,24 @@ use tokio::sync::Notify;
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[event(name = "shop.orders.OrderCreated", maxlen = 10000)]
 pub struct OrderCreated {
-    pub order_id: String,
-    pub amount_cents: u64,
+    order_id: String,
+    amount_cents: u64,
 }
 
 /// Published by the billing handler in reaction to an order.
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[event(name = "shop.payments.PaymentRequested")]
 pub struct PaymentRequested {
-    pub order_id: String,
-    pub amount_cents: u64,
+    order_id: String,
+    amount_cents: u64,
 }
 
 /// Live activity per tenant: ephemeral (pub/sub), one channel per tenant.
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[event(ephemeral, channel = "shop.tenant.{tenant}.activity")]
 pub struct ActivitySeen {
-    pub tenant: String,
-    pub what: String,
+    tenant: String,
+    what: String,
 }
 
 /// Application state shared with the handlers: counts what was handled.
@@ -79,7 +79,9 @@ async fn charge(ev: OrderCreated, ctx: Context) -> Result<(), HandlerError> {
     let progress = ctx.state::<Progress>()?;
     if ev.amount_cents == 0 {
         progress.tick();
-        return Err(HandlerError::permanent("an order of 0 cents cannot be charged"));
+        return Err(HandlerError::permanent(
+            "an order of 0 cents cannot be charged",
+        ));
     }
     ctx.publish(&PaymentRequested {
         order_id: ev.order_id,
@@ -112,8 +114,7 @@ async fn activity(ev: ActivitySeen, ctx: Context) -> Result<(), HandlerError> {
 async fn main() -> eventbus::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
 

@@ -50,7 +50,11 @@ fn fast_retries() -> HandlerOptions {
         .backoff_max(Duration::from_millis(5))
 }
 
-async fn record<E: Event<Reply = ()> + Clone>(bus: &Bus, opts: HandlerOptions, f: fn(&E) -> u32) -> Seen {
+async fn record<E: Event<Reply = ()> + Clone>(
+    bus: &Bus,
+    opts: HandlerOptions,
+    f: fn(&E) -> u32,
+) -> Seen {
     let seen: Seen = Arc::default();
     let s = seen.clone();
     bus.subscribe_with(opts, move |ev: E| {
@@ -102,21 +106,34 @@ async fn templated_channel_is_filled_and_matched_by_its_pattern() {
     bus.subscribe(move |p: Presence, ctx: Context| {
         let s = s.clone();
         async move {
-            s.lock().unwrap().push(format!("{}:{}", ctx.channel(), p.user));
+            s.lock()
+                .unwrap()
+                .push(format!("{}:{}", ctx.channel(), p.user));
         }
     })
     .await
     .unwrap();
     let r = bus
-        .publish(&Presence { tenant: "acme".into(), user: 7 })
+        .publish(&Presence {
+            tenant: "acme".into(),
+            user: 7,
+        })
         .await
         .unwrap();
     assert_eq!(r.channel, "test.tenant.acme.presence");
     bus.settle().await;
     assert_eq!(*seen.lock().unwrap(), vec!["test.tenant.acme.presence:7"]);
 
-    let bad = bus.publish(&Presence { tenant: "a b".into(), user: 1 }).await;
-    assert!(matches!(bad, Err(eventbus_core::Error::Channel { .. })), "{bad:?}");
+    let bad = bus
+        .publish(&Presence {
+            tenant: "a b".into(),
+            user: 1,
+        })
+        .await;
+    assert!(
+        matches!(bad, Err(eventbus_core::Error::Channel { .. })),
+        "{bad:?}"
+    );
 }
 
 #[tokio::test]
@@ -128,29 +145,41 @@ async fn pattern_subscription_gets_every_matching_channel_with_its_name() {
         let s = s.clone();
         async move {
             let p: Presence = msg.json()?;
-            s.lock().unwrap().insert(format!("{} {}", msg.channel(), p.user));
+            s.lock()
+                .unwrap()
+                .insert(format!("{} {}", msg.channel(), p.user));
             Ok(())
         }
     })
     .await
     .unwrap();
     for (tenant, user) in [("acme", 1), ("globex", 2)] {
-        bus.publish(&Presence { tenant: tenant.into(), user }).await.unwrap();
+        bus.publish(&Presence {
+            tenant: tenant.into(),
+            user,
+        })
+        .await
+        .unwrap();
     }
     bus.publish(&Tick { n: 0 }).await.unwrap(); // another channel, not matched
     bus.settle().await;
     let seen = seen.lock().unwrap().clone();
     assert_eq!(
         seen.into_iter().collect::<Vec<_>>(),
-        vec!["test.tenant.acme.presence 1", "test.tenant.globex.presence 2"]
+        vec![
+            "test.tenant.acme.presence 1",
+            "test.tenant.globex.presence 2"
+        ]
     );
 }
 
 #[tokio::test]
 async fn every_group_gets_every_durable_event() {
     let bus = Bus::memory();
-    let billing = record::<OrderCreated>(&bus, HandlerOptions::new().group("billing"), |e| e.n).await;
-    let shipping = record::<OrderCreated>(&bus, HandlerOptions::new().group("shipping"), |e| e.n).await;
+    let billing =
+        record::<OrderCreated>(&bus, HandlerOptions::new().group("billing"), |e| e.n).await;
+    let shipping =
+        record::<OrderCreated>(&bus, HandlerOptions::new().group("shipping"), |e| e.n).await;
     for n in 0..20 {
         let r = bus.publish(&OrderCreated { n }).await.unwrap();
         assert!(r.stream_id.is_some());
@@ -169,23 +198,26 @@ async fn instances_in_one_group_compete_and_each_event_is_handled_once() {
     for instance in 0..2 {
         let bus = Bus::builder().transport(shared.clone()).build().unwrap();
         let (h, counts) = (handled.clone(), per_instance.clone());
-        bus.subscribe_with(HandlerOptions::new().group("workers"), move |ev: OrderCreated| {
-            let (h, counts) = (h.clone(), counts.clone());
-            async move {
-                counts[instance].fetch_add(1, Ordering::SeqCst);
-                // Hold the first event until the other instance handled one too, so the test
-                // proves both compete instead of depending on scheduling.
-                let other = &counts[1 - instance];
-                let waited = tokio::time::timeout(WAIT, async {
-                    while other.load(Ordering::SeqCst) == 0 {
-                        tokio::task::yield_now().await;
-                    }
-                })
-                .await;
-                assert!(waited.is_ok(), "the other instance never got an event");
-                h.lock().unwrap().push((instance, ev.n));
-            }
-        })
+        bus.subscribe_with(
+            HandlerOptions::new().group("workers"),
+            move |ev: OrderCreated| {
+                let (h, counts) = (h.clone(), counts.clone());
+                async move {
+                    counts[instance].fetch_add(1, Ordering::SeqCst);
+                    // Hold the first event until the other instance handled one too, so the test
+                    // proves both compete instead of depending on scheduling.
+                    let other = &counts[1 - instance];
+                    let waited = tokio::time::timeout(WAIT, async {
+                        while other.load(Ordering::SeqCst) == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    })
+                    .await;
+                    assert!(waited.is_ok(), "the other instance never got an event");
+                    h.lock().unwrap().push((instance, ev.n));
+                }
+            },
+        )
         .await
         .unwrap();
         buses.push(bus);
@@ -231,13 +263,16 @@ async fn poison_message_goes_to_dlq_after_max_deliveries_with_the_reason() {
     let bus = Bus::memory();
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
-    bus.subscribe_with(fast_retries().max_deliveries(4).group("billing"), move |ev: OrderCreated| {
-        let c = c.clone();
-        async move {
-            c.fetch_add(1, Ordering::SeqCst);
-            Err::<(), _>(format!("cannot charge order {}", ev.n))
-        }
-    })
+    bus.subscribe_with(
+        fast_retries().max_deliveries(4).group("billing"),
+        move |ev: OrderCreated| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(format!("cannot charge order {}", ev.n))
+            }
+        },
+    )
     .await
     .unwrap();
     bus.publish(&OrderCreated { n: 9 }).await.unwrap();
@@ -276,7 +311,10 @@ async fn permanent_errors_skip_the_retries() {
     bus.publish(&OrderCreated { n: 1 }).await.unwrap();
     bus.settle().await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    assert_eq!(dead_letters::<OrderCreated>(&bus).await.unwrap()[0].reason, "invalid order");
+    assert_eq!(
+        dead_letters::<OrderCreated>(&bus).await.unwrap()[0].reason,
+        "invalid order"
+    );
 }
 
 #[tokio::test]
@@ -298,7 +336,11 @@ async fn a_panicking_handler_is_a_failed_delivery_not_a_dead_process() {
     bus.publish(&OrderCreated { n: 0 }).await.unwrap();
     bus.publish(&OrderCreated { n: 1 }).await.unwrap();
     bus.settle().await;
-    assert_eq!(calls.load(Ordering::SeqCst), 3, "two tries of 0, then 1 still handled");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "two tries of 0, then 1 still handled"
+    );
     let dead = dead_letters::<OrderCreated>(&bus).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].reason, "handler panicked: boom on 0");
@@ -334,7 +376,11 @@ async fn undecodable_payload_is_dead_lettered_at_once_without_blocking_the_next(
     let dead = dead_letters::<OrderCreated>(&bus).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].deliveries, 1);
-    assert!(dead[0].reason.contains("invalid type"), "{}", dead[0].reason);
+    assert!(
+        dead[0].reason.contains("invalid type"),
+        "{}",
+        dead[0].reason
+    );
     assert_eq!(bus.stats().undecodable, 1);
 }
 
@@ -379,17 +425,20 @@ async fn concurrency_caps_the_calls_in_flight() {
     let now = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let (n, p) = (now.clone(), peak.clone());
-    bus.subscribe_with(HandlerOptions::new().concurrency(3), move |_: OrderCreated| {
-        let (n, p) = (n.clone(), p.clone());
-        async move {
-            let current = n.fetch_add(1, Ordering::SeqCst) + 1;
-            p.fetch_max(current, Ordering::SeqCst);
-            for _ in 0..20 {
-                tokio::task::yield_now().await;
+    bus.subscribe_with(
+        HandlerOptions::new().concurrency(3),
+        move |_: OrderCreated| {
+            let (n, p) = (n.clone(), p.clone());
+            async move {
+                let current = n.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(current, Ordering::SeqCst);
+                for _ in 0..20 {
+                    tokio::task::yield_now().await;
+                }
+                n.fetch_sub(1, Ordering::SeqCst);
             }
-            n.fetch_sub(1, Ordering::SeqCst);
-        }
-    })
+        },
+    )
     .await
     .unwrap();
     for i in 0..30 {
@@ -430,7 +479,10 @@ async fn an_entry_is_acked_only_after_its_handler_succeeded() {
     .unwrap();
     bus.publish(&OrderCreated { n: 1 }).await.unwrap();
     let stream = bus.channel_of::<OrderCreated>();
-    wait_until("the entry to be pending", WAIT, || shared.pending(&stream, "g").len() == 1).await;
+    wait_until("the entry to be pending", WAIT, || {
+        shared.pending(&stream, "g").len() == 1
+    })
+    .await;
     assert_eq!(bus.stats().handled, 0);
     gate.notify_one();
     bus.settle().await;
@@ -468,16 +520,23 @@ async fn entries_of_a_dead_consumer_are_claimed_by_a_live_one() {
 
     let attempts: Arc<Mutex<Vec<(u32, u32)>>> = Arc::default();
     let a = attempts.clone();
-    bus.subscribe_with(HandlerOptions::new().group("g"), move |ev: OrderCreated, ctx: Context| {
-        let a = a.clone();
-        async move { a.lock().unwrap().push((ev.n, ctx.attempt())) }
-    })
+    bus.subscribe_with(
+        HandlerOptions::new().group("g"),
+        move |ev: OrderCreated, ctx: Context| {
+            let a = a.clone();
+            async move { a.lock().unwrap().push((ev.n, ctx.attempt())) }
+        },
+    )
     .await
     .unwrap();
     bus.settle().await;
     let mut attempts = attempts.lock().unwrap().clone();
     attempts.sort_unstable();
-    assert_eq!(attempts, vec![(1, 2), (2, 2)], "claimed, second delivery each");
+    assert_eq!(
+        attempts,
+        vec![(1, 2), (2, 2)],
+        "claimed, second delivery each"
+    );
     assert!(shared.pending(&stream, "g").is_empty());
 }
 
@@ -508,9 +567,15 @@ async fn settle_waits_for_chains_of_follow_up_events_and_correlation_is_carried(
     let receipt = bus.publish(&OrderCreated { n: 5 }).await.unwrap();
     bus.settle().await;
     assert_eq!(sorted(&paid), vec![5]);
-    assert_eq!(bus.published::<PaymentRequested>(), vec![PaymentRequested { n: 5 }]);
+    assert_eq!(
+        bus.published::<PaymentRequested>(),
+        vec![PaymentRequested { n: 5 }]
+    );
     let env = &bus.published_envelopes::<PaymentRequested>()[0];
-    assert_eq!(env.correlation_id.as_deref(), Some(receipt.event_id.as_str()));
+    assert_eq!(
+        env.correlation_id.as_deref(),
+        Some(receipt.event_id.as_str())
+    );
     assert_eq!(env.causation_id.as_deref(), Some(receipt.event_id.as_str()));
     assert_eq!(env.event_type, "test.payments.PaymentRequested");
 }
@@ -523,14 +588,26 @@ async fn publish_all_publishes_a_batch_in_order() {
     let receipts = bus.publish_all(&batch).await.unwrap();
     assert_eq!(receipts.len(), 50);
     bus.settle().await;
-    assert_eq!(*seen.lock().unwrap(), (0..50).collect::<Vec<_>>(), "in order with concurrency 1");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        (0..50).collect::<Vec<_>>(),
+        "in order with concurrency 1"
+    );
 }
 
 #[tokio::test]
 async fn namespaces_isolate_buses_on_one_transport() {
     let shared = MemoryTransport::new();
-    let staging = Bus::builder().transport(shared.clone()).namespace("staging").build().unwrap();
-    let prod = Bus::builder().transport(shared.clone()).namespace("prod").build().unwrap();
+    let staging = Bus::builder()
+        .transport(shared.clone())
+        .namespace("staging")
+        .build()
+        .unwrap();
+    let prod = Bus::builder()
+        .transport(shared.clone())
+        .namespace("prod")
+        .build()
+        .unwrap();
     let seen = record::<Tick>(&prod, HandlerOptions::new(), |t| t.n).await;
     let r = staging.publish(&Tick { n: 1 }).await.unwrap();
     assert_eq!(r.channel, "staging.test.live.Tick");
@@ -543,9 +620,15 @@ async fn namespaces_isolate_buses_on_one_transport() {
 
 #[tokio::test]
 async fn oversized_payloads_are_refused_on_publish() {
-    let bus = Bus::builder().configure(|c| c.max_payload_bytes = 64).build().unwrap();
+    let bus = Bus::builder()
+        .configure(|c| c.max_payload_bytes = 64)
+        .build()
+        .unwrap();
     let err = bus
-        .publish(&Presence { tenant: "acme".into(), user: 1 })
+        .publish(&Presence {
+            tenant: "acme".into(),
+            user: 1,
+        })
         .await
         .map(|_| ());
     assert!(err.is_ok());
@@ -554,8 +637,16 @@ async fn oversized_payloads_are_refused_on_publish() {
     struct Big {
         blob: String,
     }
-    let err = bus.publish(&Big { blob: "x".repeat(100) }).await.unwrap_err();
-    assert!(matches!(err, eventbus_core::Error::PayloadTooLarge { limit: 64, .. }), "{err}");
+    let err = bus
+        .publish(&Big {
+            blob: "x".repeat(100),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, eventbus_core::Error::PayloadTooLarge { limit: 64, .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -29,8 +29,14 @@ async fn two_event_types_on_one_channel_fail_start_up_naming_both() {
     let bus = Bus::memory();
     let err = bus.start_registered_handlers().await.unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("duplicate_channel::billing::OrderCreated"), "{msg}");
-    assert!(msg.contains("duplicate_channel::shipping::OrderCreated"), "{msg}");
+    assert!(
+        msg.contains("duplicate_channel::billing::OrderCreated"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("duplicate_channel::shipping::OrderCreated"),
+        "{msg}"
+    );
     assert!(msg.contains("`dup.orders.OrderCreated`"), "{msg}");
     let _ = shipping::OrderCreated { id: 1 };
 }

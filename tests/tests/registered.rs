@@ -41,10 +41,20 @@ pub struct Ledger {
 #[handler(group = "billing", concurrency = 4, max_deliveries = 3, backoff_ms = 1)]
 async fn charge(ev: OrderCreated, ctx: Context) -> Result<(), HandlerError> {
     if ev.amount_cents < 0 {
-        return Err(HandlerError::permanent(format!("negative amount {}", ev.amount_cents)));
+        return Err(HandlerError::permanent(format!(
+            "negative amount {}",
+            ev.amount_cents
+        )));
     }
-    ctx.state::<Ledger>()?.charged.lock().unwrap().push(ev.order_id.clone());
-    ctx.publish(&PaymentRequested { order_id: ev.order_id }).await?;
+    ctx.state::<Ledger>()?
+        .charged
+        .lock()
+        .unwrap()
+        .push(ev.order_id.clone());
+    ctx.publish(&PaymentRequested {
+        order_id: ev.order_id,
+    })
+    .await?;
     Ok(())
 }
 
@@ -53,7 +63,10 @@ async fn audit(_ev: OrderCreated) {}
 
 #[handler]
 async fn beat(_ev: Heartbeat, ctx: Context) -> Result<(), String> {
-    ctx.state::<Ledger>().map_err(|e| e.to_string())?.beats.fetch_add(1, Ordering::SeqCst);
+    ctx.state::<Ledger>()
+        .map_err(|e| e.to_string())?
+        .beats
+        .fetch_add(1, Ordering::SeqCst);
     Ok(())
 }
 
@@ -67,10 +80,23 @@ async fn registered_handlers_run_with_state_and_stop_gracefully() {
     let bus = Bus::builder().state(Ledger::default()).build().unwrap();
     let started = bus.start_registered_handlers().await.unwrap();
     assert_eq!(started, 4);
-    assert!(bus.start_registered_handlers().await.is_err(), "second start is refused");
+    assert!(
+        bus.start_registered_handlers().await.is_err(),
+        "second start is refused"
+    );
 
-    bus.publish(&OrderCreated { order_id: "o-1".into(), amount_cents: 100 }).await.unwrap();
-    bus.publish(&OrderCreated { order_id: "o-2".into(), amount_cents: -5 }).await.unwrap();
+    bus.publish(&OrderCreated {
+        order_id: "o-1".into(),
+        amount_cents: 100,
+    })
+    .await
+    .unwrap();
+    bus.publish(&OrderCreated {
+        order_id: "o-2".into(),
+        amount_cents: -5,
+    })
+    .await
+    .unwrap();
     bus.publish(&Heartbeat).await.unwrap();
     assert_eq!(bus.request(&Quote("abc".into())).await.unwrap(), 300);
     bus.settle().await;
@@ -80,12 +106,20 @@ async fn registered_handlers_run_with_state_and_stop_gracefully() {
     assert_eq!(ledger.beats.load(Ordering::SeqCst), 1);
     assert_eq!(
         bus.published::<PaymentRequested>(),
-        vec![PaymentRequested { order_id: "o-1".into() }]
+        vec![PaymentRequested {
+            order_id: "o-1".into()
+        }]
     );
-    let dead = eventbus_core::testing::dead_letters::<OrderCreated>(&bus).await.unwrap();
+    let dead = eventbus_core::testing::dead_letters::<OrderCreated>(&bus)
+        .await
+        .unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].reason, "negative amount -5");
-    assert!(dead[0].handler.ends_with("registered::charge"), "{}", dead[0].handler);
+    assert!(
+        dead[0].handler.ends_with("registered::charge"),
+        "{}",
+        dead[0].handler
+    );
 
     let token = bus.shutdown_token();
     let runner = {
@@ -104,39 +138,85 @@ async fn registered_handlers_run_with_state_and_stop_gracefully() {
 async fn run_registered_handlers_returns_after_the_shutdown_token_is_cancelled() {
     let bus = Bus::builder().state(Ledger::default()).build().unwrap();
     // Published before any group exists: a new group starts at the beginning of the stream.
-    bus.publish(&OrderCreated { order_id: "o-9".into(), amount_cents: 1 }).await.unwrap();
+    bus.publish(&OrderCreated {
+        order_id: "o-9".into(),
+        amount_cents: 1,
+    })
+    .await
+    .unwrap();
     let runner = {
         let bus = bus.clone();
         tokio::spawn(async move { bus.run_registered_handlers().await })
     };
     let ledger = bus.state::<Ledger>().unwrap();
-    wait_until("o-9 to be charged", WAIT, || ledger.charged.lock().unwrap().len() == 1).await;
+    wait_until("o-9 to be charged", WAIT, || {
+        ledger.charged.lock().unwrap().len() == 1
+    })
+    .await;
     bus.shutdown_token().cancel();
-    tokio::time::timeout(WAIT, runner).await.expect("returns").unwrap().unwrap();
-    assert!(bus.publish(&Heartbeat).await.is_err(), "the bus is shut down");
+    tokio::time::timeout(WAIT, runner)
+        .await
+        .expect("returns")
+        .unwrap()
+        .unwrap();
+    assert!(
+        bus.publish(&Heartbeat).await.is_err(),
+        "the bus is shut down"
+    );
 }
 
 #[tokio::test]
 async fn a_registered_handler_can_be_called_directly() {
     let bus = Bus::builder().state(Ledger::default()).build().unwrap();
-    bus.call_handler("charge", &OrderCreated { order_id: "o-7".into(), amount_cents: 1 })
-        .await
-        .unwrap();
-    assert_eq!(bus.published::<PaymentRequested>(), vec![PaymentRequested { order_id: "o-7".into() }]);
+    bus.call_handler(
+        "charge",
+        &OrderCreated {
+            order_id: "o-7".into(),
+            amount_cents: 1,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        bus.published::<PaymentRequested>(),
+        vec![PaymentRequested {
+            order_id: "o-7".into()
+        }]
+    );
     let err = bus
-        .call_handler("charge", &OrderCreated { order_id: "o-8".into(), amount_cents: -1 })
+        .call_handler(
+            "charge",
+            &OrderCreated {
+                order_id: "o-8".into(),
+                amount_cents: -1,
+            },
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("negative amount -1"), "{err}");
-    assert_eq!(bus.call_handler("quote", &Quote("ab".into())).await.unwrap(), 200);
-    assert!(bus.call_handler("missing", &Quote("ab".into())).await.is_err());
+    assert_eq!(
+        bus.call_handler("quote", &Quote("ab".into()))
+            .await
+            .unwrap(),
+        200
+    );
+    assert!(
+        bus.call_handler("missing", &Quote("ab".into()))
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
 async fn a_handler_function_can_be_called_with_a_test_context() {
     let bus = Bus::builder().state(Ledger::default()).build().unwrap();
-    let ev = OrderCreated { order_id: "o-3".into(), amount_cents: 3 };
-    charge(ev.clone(), Context::for_test(&bus, &ev)).await.unwrap();
+    let ev = OrderCreated {
+        order_id: "o-3".into(),
+        amount_cents: 3,
+    };
+    charge(ev.clone(), Context::for_test(&bus, &ev))
+        .await
+        .unwrap();
     assert_eq!(bus.published::<PaymentRequested>().len(), 1);
 }
 

@@ -1,0 +1,6 @@
+use eventbus_core::prelude::*;
+
+#[handler]
+struct NotAFunction;
+
+fn main() {}
