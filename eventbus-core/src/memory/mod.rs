@@ -1,0 +1,331 @@
+//! The in-process transport: Redis semantics without Redis.
+//!
+//! [`MemoryTransport`] is the default transport of [`Bus::memory`](crate::Bus::memory) and the
+//! test double of the Redis one. It simulates, in one process:
+//!
+//! * **pub/sub** for ephemeral events: `PUBLISH` fans a message out to every subscription of the
+//!   channel and to every pattern subscription (`PSUBSCRIBE`, Redis glob rules) that matches, at
+//!   most once; nothing is stored, so a subscriber that is not there misses it. A subscriber
+//!   that falls behind its buffer loses the oldest messages, counted in `Stats::dropped`.
+//! * **streams with consumer groups** for durable events: `XADD` appends an entry with a
+//!   Redis-style id (`<ms>-<seq>`) and trims to `MAXLEN`; each consumer group gets every entry,
+//!   the consumers of one group compete for them. An entry handed to a consumer stays in the
+//!   group's pending entries list until it is acked; a consumer restarted under the same name
+//!   gets its own pending entries again, and entries idle too long in another consumer's list
+//!   are claimed (`XAUTOCLAIM`). Delivery is therefore at least once, as with Redis.
+//! * **broadcast readers** (`XREAD`): every reader sees every entry added after it started.
+//! * **dead-letter streams**: ordinary streams (`<stream>.dlq`) that can be listed and replayed.
+//!
+//! A `MemoryTransport` is a handle. Clones share one store, like several connections to one
+//! Redis: several [`Bus`](crate::Bus)es built on clones of one transport behave like several
+//! instances of a service. Each clone is a connection of its own: [`Transport::close`] ends the
+//! subscriptions and consumers opened through that handle only, and the others go on.
+//!
+//! The transport also keeps the [`Activity`] count that `Bus::settle` waits on: a pub/sub message
+//! counts until its handler finished with it, a stream entry until every group acked it.
+//!
+//! ```
+//! use eventbus_core::MemoryTransport;
+//! let redis = MemoryTransport::new();
+//! let instance_a = redis.clone();
+//! let instance_b = redis.clone();
+//! # let _ = (instance_a, instance_b);
+//! assert_eq!(redis.stream_len("shop.orders.OrderCreated"), 0);
+//! ```
+
+mod consumer;
+mod inspect;
+mod pubsub;
+mod streams;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use self::inspect::{GroupInfo, PendingInfo};
+
+use self::consumer::{BroadcastConsumer, GroupConsumer};
+use self::pubsub::PubSub;
+use self::streams::{EntryId, Fields, Streams};
+use crate::Durability;
+use crate::activity::Activity;
+use crate::envelope::WireBody;
+use crate::error::{Error, Result};
+use crate::transport::{
+    ConsumeMode, ConsumerSpec, DeadLetter, DeadLetterEntry, Outgoing, Receipt, StreamConsumer,
+    SubscribeSpec, Subscription, Transport,
+};
+
+/// An in-process message store with the semantics of Redis pub/sub and Redis Streams.
+/// See the [module documentation](self).
+///
+/// `Clone` is cheap and gives another connection to the same store.
+pub struct MemoryTransport {
+    shared: Arc<Shared>,
+    conn: Arc<Connection>,
+}
+
+/// The store every clone shares.
+pub(super) struct Shared {
+    pubsub: PubSub,
+    streams: Mutex<Streams>,
+    activity: Activity,
+    ids: AtomicU64,
+}
+
+impl Shared {
+    /// A fresh id for a connection or a broadcast reader.
+    fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// One handle's connection state.
+pub(super) struct Connection {
+    id: u64,
+    closed: AtomicBool,
+}
+
+impl Connection {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: every critical section here leaves the data consistent
+/// before it can panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MemoryTransport {
+    /// A new, empty store and a first connection to it.
+    pub fn new() -> Self {
+        let shared = Arc::new(Shared {
+            pubsub: PubSub::default(),
+            streams: Mutex::new(Streams::default()),
+            activity: Activity::new(),
+            ids: AtomicU64::new(1),
+        });
+        MemoryTransport::connect(shared)
+    }
+
+    fn connect(shared: Arc<Shared>) -> Self {
+        let conn = Arc::new(Connection {
+            id: shared.next_id(),
+            closed: AtomicBool::new(false),
+        });
+        MemoryTransport { shared, conn }
+    }
+
+    fn ensure_open(&self) -> Result<()> {
+        if self.conn.is_closed() {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `XADD` under the stream lock.
+    fn append(&self, key: &str, fields: Fields, max_len: Option<u64>) -> EntryId {
+        let fields = streams::pack(fields);
+        let mut streams = lock(&self.shared.streams);
+        streams
+            .get_or_create(key)
+            .append(fields, max_len, &self.shared.activity)
+    }
+}
+
+impl Default for MemoryTransport {
+    fn default() -> Self {
+        MemoryTransport::new()
+    }
+}
+
+impl Clone for MemoryTransport {
+    /// Another connection to the same store: it shares every channel and stream, and has its
+    /// own [`Transport::close`].
+    fn clone(&self) -> Self {
+        MemoryTransport::connect(self.shared.clone())
+    }
+}
+
+impl fmt::Debug for MemoryTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryTransport")
+            .field("connection", &self.conn.id)
+            .field("closed", &self.conn.is_closed())
+            .field("activity", &self.shared.activity.get())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Transport for MemoryTransport {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    /// Fails with [`Error::Closed`] after [`close`](Transport::close) on this handle.
+    async fn publish(&self, message: Outgoing) -> Result<Receipt> {
+        self.ensure_open()?;
+        let Outgoing {
+            channel,
+            durability,
+            max_len,
+            message,
+        } = message;
+        match durability {
+            Durability::Ephemeral => {
+                let body = Bytes::from(message.to_json());
+                let n = self
+                    .shared
+                    .pubsub
+                    .publish(&channel, &body, &self.shared.activity);
+                Ok(Receipt {
+                    event_id: message.meta.id,
+                    channel,
+                    stream_id: None,
+                    receivers: Some(n),
+                })
+            }
+            Durability::Durable => {
+                let id = self.append(&channel, message.to_fields(), max_len);
+                Ok(Receipt {
+                    event_id: message.meta.id,
+                    channel,
+                    stream_id: Some(id.text()),
+                    receivers: None,
+                })
+            }
+        }
+    }
+
+    async fn subscribe(&self, spec: SubscribeSpec) -> Result<Box<dyn Subscription>> {
+        Ok(Box::new(PubSub::subscribe(&self.shared, &self.conn, spec)?))
+    }
+
+    /// Group mode creates the group when missing (an existing one is joined as it is); a
+    /// broadcast reader starts at the current end of the stream.
+    async fn consume(&self, spec: ConsumerSpec) -> Result<Arc<dyn StreamConsumer>> {
+        self.ensure_open()?;
+        Ok(match spec.mode {
+            ConsumeMode::Group => Arc::new(GroupConsumer::join(&self.shared, &self.conn, spec)),
+            ConsumeMode::Broadcast => {
+                Arc::new(BroadcastConsumer::start(&self.shared, &self.conn, spec))
+            }
+        })
+    }
+
+    async fn dead_letter(&self, letter: DeadLetter) -> Result<()> {
+        self.ensure_open()?;
+        self.append(&letter.dlq, letter.to_fields(), None);
+        Ok(())
+    }
+
+    async fn dead_letters(&self, dlq: &str, count: usize) -> Result<Vec<DeadLetterEntry>> {
+        let streams = lock(&self.shared.streams);
+        let Some(stream) = streams.get(dlq) else {
+            return Ok(Vec::new());
+        };
+        Ok(stream
+            .entries
+            .iter()
+            .take(count)
+            .map(|e| DeadLetterEntry {
+                id: e.id.text(),
+                letter: DeadLetter::from_fields(dlq, e.owned_fields()),
+            })
+            .collect())
+    }
+
+    /// A letter from a stream goes back into its stream as a new entry (every group gets it
+    /// again); a pub/sub letter is published again on its channel.
+    async fn replay_dead_letter(&self, dlq: &str, id: &str) -> Result<Receipt> {
+        self.ensure_open()?;
+        let missing = || Error::transport("memory", format!("no entry {id} in {dlq}"), None);
+        let entry_id = EntryId::parse(id).ok_or_else(missing)?;
+        let mut streams = lock(&self.shared.streams);
+        let stream = streams.get_mut(dlq).ok_or_else(missing)?;
+        let entry = streams::find(&stream.entries, entry_id).ok_or_else(missing)?;
+        let letter = DeadLetter::from_fields(dlq, entry.owned_fields());
+        if letter.channel.is_empty() {
+            return Err(Error::transport(
+                "memory",
+                format!(
+                    "dead letter {id} in {dlq} does not say where it came from (no dlq.channel field)"
+                ),
+                None,
+            ));
+        }
+        stream.delete(entry_id, &self.shared.activity);
+        match letter.body {
+            WireBody::Fields(fields) => {
+                let event_id = field(&fields, "id");
+                let fields =
+                    streams::pack(fields.into_iter().map(|(k, v)| (k.into(), v)).collect());
+                let stream = streams.get_or_create(&letter.channel);
+                let new_id = stream.append(fields, None, &self.shared.activity);
+                Ok(Receipt {
+                    event_id,
+                    channel: letter.channel,
+                    stream_id: Some(new_id.text()),
+                    receivers: None,
+                })
+            }
+            WireBody::Json(body) => {
+                drop(streams);
+                let event_id =
+                    crate::envelope::decode(&letter.channel, &WireBody::Json(body.clone()))
+                        .map(|d| d.meta.id)
+                        .unwrap_or_default();
+                let n = self
+                    .shared
+                    .pubsub
+                    .publish(&letter.channel, &body, &self.shared.activity);
+                Ok(Receipt {
+                    event_id,
+                    channel: letter.channel,
+                    stream_id: None,
+                    receivers: Some(n),
+                })
+            }
+        }
+    }
+
+    fn activity(&self) -> Option<Activity> {
+        Some(self.shared.activity.clone())
+    }
+
+    /// Closes this handle's connection: its subscriptions return `None` from `next()` once their
+    /// buffer is drained, its consumers' `fetch` returns `Ok(vec![])`, its broadcast readers are
+    /// removed, and publishing through it fails with [`Error::Closed`]. Pending entries of its
+    /// group consumers stay pending (another instance can claim them), and other clones of the
+    /// transport are not affected.
+    async fn close(&self) {
+        self.conn.closed.store(true, Ordering::Release);
+        self.shared.pubsub.close_connection(self.conn.id);
+        let mut streams = lock(&self.shared.streams);
+        let conn = self.conn.id;
+        for stream in streams.iter_mut() {
+            stream.remove_readers(|r| r.conn == conn, &self.shared.activity);
+            // Waiting fetches re-check, see the closed flag and return.
+            stream.has_waiters = true;
+            stream.wake();
+        }
+    }
+}
+
+/// The text of field `name`, or an empty string.
+fn field(fields: &[(String, Bytes)], name: &str) -> String {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default()
+}
