@@ -3,6 +3,7 @@
 //!
 //! `cargo bench -p eventbus-core --bench memory_roundtrip` prints events/s (criterion
 //! throughput) and, first, the heap allocations per event counted by a counting allocator.
+//! `S6_SINGLE_RUN=1` stops after that first counted run (for callgrind or perf).
 #![allow(unsafe_code)] // the counting global allocator below
 #![allow(missing_docs)] // bench types
 
@@ -191,6 +192,9 @@ fn main() {
         .build()
         .expect("runtime");
     allocations_per_event(&rt);
+    if std::env::var_os("S6_SINGLE_RUN").is_some() {
+        return; // for profilers: one counted run, no criterion
+    }
 
     let mut c = Criterion::default().configure_from_args();
     let (bus, _seen) = rt.block_on(setup());

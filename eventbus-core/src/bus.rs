@@ -91,7 +91,13 @@ fn default_instance() -> String {
         .unwrap_or_else(|| "localhost".to_owned());
     let host: String = host
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!(
         "{host}-{}-{}",
@@ -355,7 +361,10 @@ impl Bus {
 
     /// The physical key of a channel: the namespace prefix plus the channel.
     pub fn key(&self, channel: &str) -> String {
-        format!("{}{channel}", self.inner.prefix)
+        let mut key = String::with_capacity(self.inner.prefix.len() + channel.len());
+        key.push_str(&self.inner.prefix);
+        key.push_str(channel);
+        key
     }
 
     /// The stream key (durable) or channel (ephemeral, untemplated) of an event type, with the
@@ -410,12 +419,11 @@ impl Bus {
             })?;
         }
         let physical = self.key(&channel);
-        let message = Encoded::new(self.metadata_for::<E>(opts), event).map_err(|source| {
-            Error::Encode {
+        let message =
+            Encoded::new(self.metadata_for::<E>(opts), event).map_err(|source| Error::Encode {
                 event: E::DESCRIPTOR.rust_type,
                 source,
-            }
-        })?;
+            })?;
         if message.data.len() > self.inner.config.max_payload_bytes {
             return Err(Error::PayloadTooLarge {
                 channel: physical,
@@ -437,11 +445,13 @@ impl Bus {
 
     fn record(&self, rust_type: &'static str, out: &Outgoing) {
         if let Some(rec) = &self.inner.recorder {
-            rec.lock().unwrap_or_else(|e| e.into_inner()).push(Recorded {
-                rust_type,
-                meta: out.message.meta.clone(),
-                data: out.message.data.clone(),
-            });
+            rec.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Recorded {
+                    rust_type,
+                    meta: out.message.meta.clone(),
+                    data: out.message.data.clone(),
+                });
         }
     }
 
@@ -453,7 +463,11 @@ impl Bus {
     }
 
     /// Publishes an event with a correlation id, causation id or headers.
-    pub async fn publish_with<E: Event>(&self, event: &E, options: PublishOptions) -> Result<Receipt> {
+    pub async fn publish_with<E: Event>(
+        &self,
+        event: &E,
+        options: PublishOptions,
+    ) -> Result<Receipt> {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::Closed);
         }
@@ -590,7 +604,9 @@ impl Bus {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::Closed);
         }
-        let group = options.group.map_or_else(|| name.to_string(), str::to_owned);
+        let group = options
+            .group
+            .map_or_else(|| name.to_string(), str::to_owned);
         let dlq = dead_letter_key(&self.inner.prefix, &event);
         let runner = Runner::new(
             self.clone(),
@@ -737,7 +753,11 @@ impl Bus {
             self.start(Arc::from(reg.name), reg.event, reg.options, (reg.make)())
                 .await?;
         }
-        tracing::info!(handlers = handlers.len(), transport = self.inner.transport.name(), "registered handlers started");
+        tracing::info!(
+            handlers = handlers.len(),
+            transport = self.inner.transport.name(),
+            "registered handlers started"
+        );
         Ok(handlers.len())
     }
 
@@ -870,7 +890,8 @@ impl Bus {
     /// [`Bus::settle`] with a timeout and an error instead of a panic.
     pub async fn try_settle(&self, timeout: Duration) -> Result<()> {
         let activity = self.inner.transport.activity();
-        let idle = || activity.as_ref().is_none_or(|a| a.get() == 0) && self.inner.in_flight.get() == 0;
+        let idle =
+            || activity.as_ref().is_none_or(|a| a.get() == 0) && self.inner.in_flight.get() == 0;
         let wait = async {
             loop {
                 if idle() {

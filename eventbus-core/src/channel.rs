@@ -17,7 +17,9 @@ pub enum ChannelError {
     #[error("channel name `{0}` has an empty segment")]
     EmptySegment(String),
     /// A character outside the allowed set.
-    #[error("channel name `{name}` contains {what} at byte {at}; allowed are ASCII letters, digits, `_`, `-`, `:` and `.` between segments")]
+    #[error(
+        "channel name `{name}` contains {what} at byte {at}; allowed are ASCII letters, digits, `_`, `-`, `:` and `.` between segments"
+    )]
     BadChar {
         /// The name.
         name: String,

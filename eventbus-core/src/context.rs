@@ -163,7 +163,11 @@ impl Context {
     }
 
     /// Publishes a follow-up event with extra headers.
-    pub async fn publish_with<E: Event>(&self, event: &E, options: PublishOptions) -> Result<Receipt> {
+    pub async fn publish_with<E: Event>(
+        &self,
+        event: &E,
+        options: PublishOptions,
+    ) -> Result<Receipt> {
         let mut opts = self.follow_up();
         opts.headers.extend(options.headers);
         if options.correlation_id.is_some() {

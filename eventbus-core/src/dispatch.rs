@@ -133,7 +133,10 @@ impl Runner {
                     (e.to_string(), true)
                 }
                 Ok(Err(HandlerFailure::Failed(e))) => (e.to_string(), e.is_permanent()),
-                Err(panic) => (format!("handler panicked: {}", panic_message(&*panic)), false),
+                Err(panic) => (
+                    format!("handler panicked: {}", panic_message(&*panic)),
+                    false,
+                ),
             };
             Stats::incr(&self.stats().failed);
             if permanent || attempt >= self.options.max_deliveries {

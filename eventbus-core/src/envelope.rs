@@ -109,7 +109,7 @@ impl Encoded {
             out.push(b':');
             match value {
                 AttrValue::Str(s) => write_json_str(&mut out, s),
-                AttrValue::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
+                AttrValue::Int(n) => write_u32(&mut out, n),
             }
         });
         if !first {
@@ -121,20 +121,26 @@ impl Encoded {
         out
     }
 
-    /// Binary-ish mode for streams: attributes as entry fields, `data` last.
+    /// Stream mode: attributes as entry fields, `data` last. Every attribute value is a slice of
+    /// one buffer: one allocation, not one per attribute.
     pub fn to_fields(&self) -> Vec<(Cow<'static, str>, Bytes)> {
-        let mut fields = Vec::with_capacity(10 + self.meta.headers.len());
+        let mut buf = Vec::with_capacity(192);
+        let mut spans = Vec::with_capacity(10 + self.meta.headers.len());
         self.for_each_attribute(|name, value| {
-            let value = match value {
-                AttrValue::Str(s) => Bytes::copy_from_slice(s.as_bytes()),
-                AttrValue::Int(n) => Bytes::from(n.to_string()),
-            };
+            let start = buf.len();
+            match value {
+                AttrValue::Str(s) => buf.extend_from_slice(s.as_bytes()),
+                AttrValue::Int(n) => write_u32(&mut buf, n),
+            }
             let name = match KNOWN.iter().find(|k| **k == name) {
                 Some(k) => Cow::Borrowed(*k),
                 None => Cow::Owned(name.to_owned()),
             };
-            fields.push((name, value));
+            spans.push((name, start..buf.len()));
         });
+        let buf = Bytes::from(buf);
+        let mut fields: Vec<(Cow<'static, str>, Bytes)> =
+            spans.into_iter().map(|(k, r)| (k, buf.slice(r))).collect();
         fields.push((Cow::Borrowed("data"), self.data.clone()));
         fields
     }
@@ -177,8 +183,24 @@ enum AttrValue<'a> {
     Int(u32),
 }
 
+fn write_u32(out: &mut Vec<u8>, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f) {
+    if s.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+    {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
@@ -288,7 +310,11 @@ fn decode_json(channel: &str, bytes: &Bytes) -> Result<Decoded, DecodeError> {
 }
 
 fn decode_fields(channel: &str, fields: &[(String, Bytes)]) -> Result<Decoded, DecodeError> {
-    let excerpt = || WireBody::Fields(fields.to_vec()).excerpt_source().into_owned();
+    let excerpt = || {
+        WireBody::Fields(fields.to_vec())
+            .excerpt_source()
+            .into_owned()
+    };
     let data_field = fields
         .iter()
         .find(|(k, _)| k == "data")
@@ -323,8 +349,7 @@ fn decode_fields(channel: &str, fields: &[(String, Bytes)]) -> Result<Decoded, D
         .find(|(k, _)| k == "data")
         .map(|(_, v)| v.slice_ref(data))
         .unwrap_or_else(|| Bytes::copy_from_slice(data));
-    serde_json::from_slice::<de::IgnoredAny>(&data)
-        .map_err(|e| DecodeError::new(channel, format!("`data` is not JSON: {e}"), &data))?;
+    // `data` is parsed once, by the handler's typed decode, which reports malformed JSON.
     Ok(Decoded { meta, data })
 }
 
@@ -339,7 +364,9 @@ impl<'a> Attr<'a> {
         match self {
             Attr::Json(raw) => {
                 let s = raw.get();
-                if s.starts_with('"') {
+                if s.len() >= 2 && s.starts_with('"') && !s.contains('\\') {
+                    Some(s[1..s.len() - 1].to_owned())
+                } else if s.starts_with('"') {
                     serde_json::from_str::<String>(s).ok()
                 } else if s == "null" {
                     None
@@ -347,7 +374,10 @@ impl<'a> Attr<'a> {
                     Some(s.to_owned())
                 }
             }
-            Attr::Text(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            Attr::Text(b) => Some(match std::str::from_utf8(b) {
+                Ok(s) => s.to_owned(),
+                Err(_) => String::from_utf8_lossy(b).into_owned(),
+            }),
         }
     }
 
@@ -489,13 +519,32 @@ pub fn rfc3339(t: SystemTime) -> String {
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, day) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_micros()
-    )
+    let mut out = [0u8; 27];
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y.clamp(0, 9999) as u64);
+    put(5, 2, u64::from(m));
+    put(8, 2, u64::from(day));
+    put(11, 2, (rem / 3600) as u64);
+    put(14, 2, (rem % 3600 / 60) as u64);
+    put(17, 2, (rem % 60) as u64);
+    put(20, 6, u64::from(d.subsec_micros()));
+    for (i, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (26, b'Z'),
+    ] {
+        out[i] = c;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar

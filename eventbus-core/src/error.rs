@@ -35,7 +35,9 @@ pub enum Error {
         source: ChannelError,
     },
     /// Two event types map to the same channel.
-    #[error("event types {first} and {second} both map to channel `{channel}`; give one of them another `#[event(name = \"...\")]`")]
+    #[error(
+        "event types {first} and {second} both map to channel `{channel}`; give one of them another `#[event(name = \"...\")]`"
+    )]
     DuplicateChannel {
         /// The shared channel.
         channel: String,

@@ -134,7 +134,8 @@ pub enum HandlerFailure {
 }
 
 /// The boxed future of a type-erased handler call. `Ok(Some(json))` carries a reply.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Option<Bytes>, HandlerFailure>> + Send>>;
+pub type HandlerFuture =
+    Pin<Box<dyn Future<Output = Result<Option<Bytes>, HandlerFailure>> + Send>>;
 
 /// A handler with its event type erased: takes the payload JSON (the envelope's `data`) and the
 /// context, parses the payload and calls the typed function.

@@ -28,7 +28,9 @@ pub(crate) struct ReplyRouter {
     waiting: Waiting,
 }
 
-fn lock(w: &Waiting) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Result<Bytes, String>>>> {
+fn lock(
+    w: &Waiting,
+) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Result<Bytes, String>>>> {
     w.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -81,7 +83,11 @@ async fn router(bus: &Bus) -> Result<&ReplyRouter> {
 }
 
 /// Sends `request` and waits for its reply.
-pub(crate) async fn request<Q: Request>(bus: &Bus, request: &Q, timeout: Duration) -> Result<Q::Reply> {
+pub(crate) async fn request<Q: Request>(
+    bus: &Bus,
+    request: &Q,
+    timeout: Duration,
+) -> Result<Q::Reply> {
     let router = router(bus).await?;
     let opts = PublishOptions {
         reply_to: Some(router.channel.clone()),
@@ -128,13 +134,23 @@ pub(crate) async fn request<Q: Request>(bus: &Bus, request: &Q, timeout: Duratio
 }
 
 /// Publishes a reply (or a handler error) for `request` on `to`.
-pub(crate) async fn send(bus: &Bus, to: &str, request: &Metadata, result: Result<Bytes, String>) -> Result<()> {
+pub(crate) async fn send(
+    bus: &Bus,
+    to: &str,
+    request: &Metadata,
+    result: Result<Bytes, String>,
+) -> Result<()> {
     let mut meta = Metadata {
         id: uuid::Uuid::now_v7().to_string(),
         source: bus.config().source.clone(),
         event_type: REPLY_TYPE.to_owned(),
         time: Some(rfc3339(SystemTime::now())),
-        correlation_id: Some(request.correlation_id.clone().unwrap_or_else(|| request.id.clone())),
+        correlation_id: Some(
+            request
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| request.id.clone()),
+        ),
         causation_id: Some(request.id.clone()),
         ..Metadata::default()
     };

@@ -186,9 +186,11 @@ impl DeadLetter {
         }
         match &self.body {
             WireBody::Json(b) => f.push(("payload".into(), b.clone())),
-            WireBody::Fields(fields) => {
-                f.extend(fields.iter().map(|(k, v)| (Cow::Owned(k.clone()), v.clone())))
-            }
+            WireBody::Fields(fields) => f.extend(
+                fields
+                    .iter()
+                    .map(|(k, v)| (Cow::Owned(k.clone()), v.clone())),
+            ),
         }
         f
     }
