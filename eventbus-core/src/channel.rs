@@ -105,12 +105,12 @@ fn glob(mut p: &[u8], mut t: &[u8]) -> bool {
                 continue;
             }
             Some(_) if !t.is_empty() => {
-                if let Some((len, ok)) = match_one(p, t[0]) {
-                    if ok {
-                        p = &p[len..];
-                        t = &t[1..];
-                        continue;
-                    }
+                if let Some((len, ok)) = match_one(p, t[0])
+                    && ok
+                {
+                    p = &p[len..];
+                    t = &t[1..];
+                    continue;
                 }
             }
             None if t.is_empty() => return true,

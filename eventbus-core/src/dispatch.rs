@@ -177,10 +177,10 @@ impl Runner {
                 .map(str::to_owned)
                 .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         }
-        if meta.event_type.is_empty() {
-            if let Some(e) = &self.event {
-                meta.event_type = e.name.to_owned();
-            }
+        if meta.event_type.is_empty()
+            && let Some(e) = &self.event
+        {
+            meta.event_type = e.name.to_owned();
         }
         meta
     }

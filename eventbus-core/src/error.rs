@@ -47,7 +47,7 @@ pub enum Error {
         second: &'static str,
     },
     /// The transport (Redis, memory) failed.
-    #[error("{transport} transport: {message}")]
+    #[error("{transport} transport: {message}{}", source.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
     Transport {
         /// `memory` or `redis`.
         transport: &'static str,

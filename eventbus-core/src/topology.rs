@@ -61,19 +61,19 @@ impl Topology {
         let mut seen: BTreeMap<&str, &EventDescriptor> = BTreeMap::new();
         for e in &self.events {
             for key in [e.channel, e.pattern] {
-                if let Some(other) = seen.get(key) {
-                    if other.rust_type != e.rust_type {
-                        let (first, second) = if other.rust_type < e.rust_type {
-                            (other.rust_type, e.rust_type)
-                        } else {
-                            (e.rust_type, other.rust_type)
-                        };
-                        return Err(Error::DuplicateChannel {
-                            channel: key.to_owned(),
-                            first,
-                            second,
-                        });
-                    }
+                if let Some(other) = seen.get(key)
+                    && other.rust_type != e.rust_type
+                {
+                    let (first, second) = if other.rust_type < e.rust_type {
+                        (other.rust_type, e.rust_type)
+                    } else {
+                        (e.rust_type, other.rust_type)
+                    };
+                    return Err(Error::DuplicateChannel {
+                        channel: key.to_owned(),
+                        first,
+                        second,
+                    });
                 }
                 seen.insert(key, e);
             }

@@ -1,0 +1,157 @@
+//! Dead-letter streams: `<stream>.dlq` holds what a handler group gave up on, with the reason
+//! and the original entry. Written with `XADD`, listed with `XRANGE`, replayed to the original
+//! channel or stream and removed (`XDEL`) in one transaction.
+
+use eventbus_core::envelope::{self, WireBody};
+use eventbus_core::transport::{DeadLetter, DeadLetterEntry, Receipt};
+use eventbus_core::{Error, Result};
+use redis::Value;
+
+use crate::Inner;
+use crate::error::{command_failed, unexpected};
+use crate::publish::xadd;
+use crate::reply::{self, Entry};
+
+/// Dead-letter streams are trimmed to about this many entries.
+pub(crate) const DLQ_MAX_LEN: u64 = 100_000;
+
+/// Entries read per `XRANGE` round trip when listing.
+const PAGE: usize = 1000;
+
+pub(crate) async fn write(inner: &Inner, letter: DeadLetter) -> Result<()> {
+    let mut conn = inner.publisher.clone();
+    let _: Value = xadd(&letter.dlq, Some(DLQ_MAX_LEN), &letter.to_fields())
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| {
+            command_failed(
+                format!(
+                    "XADD of a dead letter to \"{}\" (from \"{}\", group \"{}\")",
+                    letter.dlq, letter.channel, letter.group
+                ),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
+async fn range(
+    inner: &Inner,
+    dlq: &str,
+    start: &str,
+    end: &str,
+    count: usize,
+) -> Result<Vec<Entry>> {
+    let mut conn = inner.publisher.clone();
+    let value: Value = redis::cmd("XRANGE")
+        .arg(dlq)
+        .arg(start)
+        .arg(end)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| command_failed(format!("XRANGE of dead-letter stream \"{dlq}\""), e))?;
+    reply::entries(value)
+        .ok_or_else(|| unexpected(format!("XRANGE of \"{dlq}\": unexpected reply shape")))
+}
+
+fn to_entry(dlq: &str, entry: Entry) -> Option<DeadLetterEntry> {
+    let fields = entry.fields?;
+    Some(DeadLetterEntry {
+        id: entry.id,
+        letter: DeadLetter::from_fields(dlq, fields),
+    })
+}
+
+pub(crate) async fn read(inner: &Inner, dlq: &str, count: usize) -> Result<Vec<DeadLetterEntry>> {
+    let mut out = Vec::new();
+    let mut start = "-".to_owned();
+    while out.len() < count {
+        let page = PAGE.min(count - out.len());
+        let entries = range(inner, dlq, &start, "+", page).await?;
+        let last = entries.len() < page;
+        if let Some(e) = entries.last() {
+            start = format!("({}", e.id);
+        }
+        out.extend(entries.into_iter().filter_map(|e| to_entry(dlq, e)));
+        if last {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) async fn replay(inner: &Inner, dlq: &str, id: &str) -> Result<Receipt> {
+    let entry = range(inner, dlq, id, id, 1)
+        .await?
+        .into_iter()
+        .next()
+        .and_then(|e| to_entry(dlq, e))
+        .ok_or_else(|| {
+            Error::transport(
+                crate::error::TRANSPORT,
+                format!("no dead letter {id} in \"{dlq}\""),
+                None,
+            )
+        })?;
+    let letter = entry.letter;
+    if letter.channel.is_empty() {
+        return Err(unexpected(format!(
+            "dead letter {id} in \"{dlq}\" does not name its channel (no dlq.channel field)"
+        )));
+    }
+    let event_id = envelope::decode(&letter.channel, &letter.body)
+        .map(|d| d.meta.id)
+        .ok()
+        .filter(|id| !id.is_empty())
+        .or_else(|| letter.entry_id.clone())
+        .unwrap_or_else(|| id.to_owned());
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    let what = match &letter.body {
+        WireBody::Fields(fields) => {
+            let fields: Vec<_> = fields
+                .iter()
+                .map(|(k, v)| (std::borrow::Cow::Borrowed(k.as_str()), v.clone()))
+                .collect();
+            pipe.add_command(xadd(&letter.channel, None, &fields));
+            format!(
+                "replay of dead letter {id} from \"{dlq}\" to stream \"{}\"",
+                letter.channel
+            )
+        }
+        WireBody::Json(payload) => {
+            pipe.cmd("PUBLISH").arg(&letter.channel).arg(&payload[..]);
+            format!(
+                "replay of dead letter {id} from \"{dlq}\" to channel \"{}\"",
+                letter.channel
+            )
+        }
+    };
+    pipe.cmd("XDEL").arg(dlq).arg(id).ignore();
+    let mut conn = inner.publisher.clone();
+    let (value,): (Value,) = pipe
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| command_failed(what.clone(), e))?;
+    let mut receipt = Receipt {
+        event_id,
+        channel: letter.channel.clone(),
+        stream_id: None,
+        receivers: None,
+    };
+    match letter.body {
+        WireBody::Fields(_) => {
+            receipt.stream_id = Some(
+                reply::text(&value)
+                    .ok_or_else(|| unexpected(format!("{what}: reply {value:?}")))?,
+            )
+        }
+        WireBody::Json(_) => {
+            receipt.receivers = reply::int(&value).and_then(|n| u64::try_from(n).ok());
+        }
+    }
+    tracing::info!(dlq, id, channel = %letter.channel, "dead letter replayed");
+    Ok(receipt)
+}

@@ -1,0 +1,219 @@
+//! What an operator wants to know about a running bus: pub/sub channels and their subscribers,
+//! stream lengths, consumer groups, their members and pending entries.
+//!
+//! Keys and channels here are physical names: pass them with the bus namespace
+//! ([`Bus::key`](eventbus_core::Bus::key), [`Bus::channel_of`](eventbus_core::Bus::channel_of)).
+
+use std::time::Duration;
+
+use eventbus_core::Result;
+use redis::Value;
+
+use crate::RedisTransport;
+use crate::error::{command_failed, is_no_such_key, unexpected};
+use crate::reply;
+
+/// A consumer group of a stream (`XINFO GROUPS`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// The group name (a handler group).
+    pub name: String,
+    /// Members that ever read from it (consumer names).
+    pub consumers: u64,
+    /// Entries delivered to a member and not acknowledged yet.
+    pub pending: u64,
+    /// The last entry id handed to the group.
+    pub last_delivered_id: String,
+    /// Entries not yet delivered to the group; `None` when Redis cannot tell (after
+    /// deletions or trimming).
+    pub lag: Option<u64>,
+}
+
+/// A member of a consumer group (`XINFO CONSUMERS`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    /// The consumer name (the bus instance name).
+    pub name: String,
+    /// Entries it read and did not acknowledge yet.
+    pub pending: u64,
+    /// Time since its last read or claim.
+    pub idle: Duration,
+}
+
+fn field_u64(fields: &[(String, Value)], name: &str) -> Option<u64> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| reply::int(v))
+        .and_then(|n| u64::try_from(n).ok())
+}
+
+fn field_text(fields: &[(String, Value)], name: &str) -> Option<String> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| reply::text(v))
+}
+
+fn list(value: Value) -> Vec<Value> {
+    match value {
+        Value::Array(items) | Value::Set(items) => items,
+        _ => Vec::new(),
+    }
+}
+
+impl RedisTransport {
+    async fn query(&self, cmd: &redis::Cmd, what: impl FnOnce() -> String) -> Result<Value> {
+        let mut conn = self.inner.publisher.clone();
+        cmd.query_async(&mut conn)
+            .await
+            .map_err(|e| command_failed(what(), e))
+    }
+
+    /// Pub/sub channels with at least one subscriber that match a glob `pattern` (`*` for
+    /// all), sorted (`PUBSUB CHANNELS`). Pattern subscriptions are not channels: see
+    /// [`pattern_count`](Self::pattern_count).
+    pub async fn channels(&self, pattern: &str) -> Result<Vec<String>> {
+        let mut cmd = redis::cmd("PUBSUB");
+        cmd.arg("CHANNELS").arg(pattern);
+        let value = self
+            .query(&cmd, || format!("PUBSUB CHANNELS {pattern}"))
+            .await?;
+        let mut out: Vec<String> = list(value).iter().filter_map(reply::text).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The number of subscribers of each channel, in the order given (`PUBSUB NUMSUB`).
+    /// Subscribers through a pattern are not counted.
+    pub async fn subscriber_counts(&self, channels: &[&str]) -> Result<Vec<(String, u64)>> {
+        if channels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("PUBSUB");
+        cmd.arg("NUMSUB").arg(channels);
+        let value = self
+            .query(&cmd, || {
+                format!("PUBSUB NUMSUB of {} channels", channels.len())
+            })
+            .await?;
+        let pairs = reply::pairs(value)
+            .ok_or_else(|| unexpected("PUBSUB NUMSUB: unexpected reply shape"))?;
+        Ok(pairs
+            .into_iter()
+            .map(|(channel, n)| {
+                let n = reply::int(&n)
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0);
+                (channel, n)
+            })
+            .collect())
+    }
+
+    /// The number of distinct patterns subscribed to on the server (`PUBSUB NUMPAT`).
+    pub async fn pattern_count(&self) -> Result<u64> {
+        let mut cmd = redis::cmd("PUBSUB");
+        cmd.arg("NUMPAT");
+        let value = self.query(&cmd, || "PUBSUB NUMPAT".to_owned()).await?;
+        reply::int(&value)
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| unexpected(format!("PUBSUB NUMPAT: unexpected reply {value:?}")))
+    }
+
+    /// The number of entries in a stream, 0 when it does not exist (`XLEN`).
+    pub async fn stream_len(&self, stream: &str) -> Result<u64> {
+        let mut cmd = redis::cmd("XLEN");
+        cmd.arg(stream);
+        let value = self
+            .query(&cmd, || format!("XLEN of stream \"{stream}\""))
+            .await?;
+        reply::int(&value)
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| unexpected(format!("XLEN of \"{stream}\": unexpected reply {value:?}")))
+    }
+
+    /// The consumer groups of a stream, empty when the stream does not exist
+    /// (`XINFO GROUPS`).
+    pub async fn groups(&self, stream: &str) -> Result<Vec<GroupInfo>> {
+        let mut cmd = redis::cmd("XINFO");
+        cmd.arg("GROUPS").arg(stream);
+        let mut conn = self.inner.publisher.clone();
+        let value: Value = match cmd.query_async(&mut conn).await {
+            Ok(v) => v,
+            Err(e) if is_no_such_key(&e) => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(command_failed(
+                    format!("XINFO GROUPS of stream \"{stream}\""),
+                    e,
+                ));
+            }
+        };
+        list(value)
+            .into_iter()
+            .map(|group| {
+                let f = reply::pairs(group).ok_or_else(|| {
+                    unexpected(format!(
+                        "XINFO GROUPS of \"{stream}\": unexpected reply shape"
+                    ))
+                })?;
+                Ok(GroupInfo {
+                    name: field_text(&f, "name").unwrap_or_default(),
+                    consumers: field_u64(&f, "consumers").unwrap_or(0),
+                    pending: field_u64(&f, "pending").unwrap_or(0),
+                    last_delivered_id: field_text(&f, "last-delivered-id").unwrap_or_default(),
+                    lag: field_u64(&f, "lag"),
+                })
+            })
+            .collect()
+    }
+
+    /// The members of a consumer group, empty when the stream does not exist
+    /// (`XINFO CONSUMERS`).
+    pub async fn consumers(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>> {
+        let mut cmd = redis::cmd("XINFO");
+        cmd.arg("CONSUMERS").arg(stream).arg(group);
+        let mut conn = self.inner.publisher.clone();
+        let value: Value = match cmd.query_async(&mut conn).await {
+            Ok(v) => v,
+            Err(e) if is_no_such_key(&e) => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(command_failed(
+                    format!("XINFO CONSUMERS of group \"{group}\" on stream \"{stream}\""),
+                    e,
+                ));
+            }
+        };
+        list(value)
+            .into_iter()
+            .map(|consumer| {
+                let f = reply::pairs(consumer).ok_or_else(|| {
+                    unexpected(format!(
+                        "XINFO CONSUMERS of \"{stream}\": unexpected reply shape"
+                    ))
+                })?;
+                Ok(ConsumerInfo {
+                    name: field_text(&f, "name").unwrap_or_default(),
+                    pending: field_u64(&f, "pending").unwrap_or(0),
+                    idle: Duration::from_millis(field_u64(&f, "idle").unwrap_or(0)),
+                })
+            })
+            .collect()
+    }
+
+    /// Entries delivered to the group's members and not acknowledged yet (`XPENDING`
+    /// summary form).
+    pub async fn pending_count(&self, stream: &str, group: &str) -> Result<u64> {
+        let mut cmd = redis::cmd("XPENDING");
+        cmd.arg(stream).arg(group);
+        let value = self
+            .query(&cmd, || {
+                format!("XPENDING of group \"{group}\" on stream \"{stream}\"")
+            })
+            .await?;
+        list(value)
+            .first()
+            .and_then(reply::int)
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| unexpected(format!("XPENDING of \"{stream}\": unexpected reply shape")))
+    }
+}

@@ -1,0 +1,441 @@
+//! Ephemeral events: one shared pub/sub connection per transport and a routing table from
+//! channels and patterns to local subscribers.
+//!
+//! The connection is a RESP3 [`ConnectionManager`] with a push sender: messages arrive as push
+//! values on a channel read by one router task, which copies each into the bounded queue of every
+//! local subscriber of its channel (or pattern). `SUBSCRIBE`/`PSUBSCRIBE` is sent when the first
+//! local subscriber of a channel appears and `UNSUBSCRIBE`/`PUNSUBSCRIBE` when the last one is
+//! dropped, so a hundred handlers of one event type cost one Redis subscription.
+//!
+//! After a lost connection the manager reconnects with backoff and restores every subscription
+//! by itself; the router logs the loss and counts it in `Stats::reconnects`. Messages published
+//! while the connection was down are lost: pub/sub delivers at most once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use eventbus_core::envelope::WireBody;
+use eventbus_core::queue::DropOldestQueue;
+use eventbus_core::stats::Stats;
+use eventbus_core::transport::{Delivery, SubscribeSpec, Subscription, Target};
+use eventbus_core::{Error, Result};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ProtocolVersion, PushInfo, PushKind, Value};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::Inner;
+use crate::error::command_failed;
+
+/// At most one "subscriber too slow" warning per subscriber in this interval.
+const DROP_WARN_INTERVAL: Duration = Duration::from_secs(5);
+/// Pause between two probes of a lost pub/sub connection.
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The shared pub/sub connection of one transport.
+pub(crate) struct PubSubHub {
+    conn: ConnectionManager,
+    routes: Arc<Routes>,
+    /// Serializes changes of the Redis-side subscriptions, so that an `UNSUBSCRIBE` of the last
+    /// subscriber never overtakes the `SUBSCRIBE` of a new one.
+    changes: tokio::sync::Mutex<()>,
+    closed: CancellationToken,
+    server: String,
+}
+
+impl PubSubHub {
+    /// Opens the pub/sub connection and starts the router task.
+    pub(crate) async fn start(inner: &Inner) -> Result<Arc<PubSubHub>> {
+        let client = inner.address.client(ProtocolVersion::RESP3)?;
+        let (tx, rx) = unbounded_channel::<PushInfo>();
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(inner.options.response_timeout))
+            .set_connection_timeout(Some(inner.options.connection_timeout))
+            .set_max_delay(inner.options.reconnect_max_delay)
+            .set_push_sender(tx)
+            .set_automatic_resubscription();
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|e| {
+                command_failed(
+                    format!("cannot open the pub/sub connection to {}", inner.address),
+                    e,
+                )
+            })?;
+        let routes = Arc::new(Routes::default());
+        let closed = inner.closed.child_token();
+        let router = Router {
+            routes: routes.clone(),
+            conn: conn.clone(),
+            closed: closed.clone(),
+            probing: Arc::new(AtomicBool::new(false)),
+        };
+        tokio::spawn(router.run(rx));
+        tracing::debug!(server = %inner.address, "pub/sub connection opened");
+        Ok(Arc::new(PubSubHub {
+            conn,
+            routes,
+            changes: tokio::sync::Mutex::new(()),
+            closed,
+            server: inner.address.to_string(),
+        }))
+    }
+
+    /// Adds a local subscriber; subscribes on Redis when it is the first of its target.
+    /// Returns after Redis confirmed the subscription.
+    pub(crate) async fn subscribe(
+        self: &Arc<Self>,
+        spec: SubscribeSpec,
+    ) -> Result<Box<dyn Subscription>> {
+        let _changing = self.changes.lock().await;
+        if self.closed.is_cancelled() {
+            return Err(Error::Closed);
+        }
+        let subscriber = Arc::new(Subscriber {
+            queue: DropOldestQueue::new(spec.capacity),
+            capacity: spec.capacity,
+            stats: spec.stats,
+            target: spec.target.clone(),
+            unreported_drops: AtomicU64::new(0),
+            last_drop_warning: Mutex::new(None),
+        });
+        let id = self.routes.next_id.fetch_add(1, Ordering::Relaxed);
+        let first = self.routes.insert(&spec.target, id, subscriber.clone());
+        if first {
+            let mut conn = self.conn.clone();
+            let result = match &spec.target {
+                Target::Channel(c) => conn.subscribe(c).await,
+                Target::Pattern(p) => conn.psubscribe(p).await,
+            };
+            if let Err(e) = result {
+                self.routes.remove(&spec.target, id);
+                return Err(command_failed(
+                    format!("{} on {}", describe(&spec.target), self.server),
+                    e,
+                ));
+            }
+            tracing::debug!(target = ?spec.target, "subscribed");
+        }
+        Ok(Box::new(RedisSubscription {
+            hub: self.clone(),
+            target: spec.target,
+            id,
+            subscriber,
+        }))
+    }
+
+    /// Unsubscribes on Redis when no local subscriber of `target` is left.
+    async fn release(&self, target: Target) {
+        let _changing = self.changes.lock().await;
+        if self.closed.is_cancelled() || self.routes.has(&target) {
+            return;
+        }
+        let mut conn = self.conn.clone();
+        let result = match &target {
+            Target::Channel(c) => conn.unsubscribe(c).await,
+            Target::Pattern(p) => conn.punsubscribe(p).await,
+        };
+        match result {
+            Ok(()) => tracing::debug!(?target, "unsubscribed"),
+            // Harmless: messages for it find no local subscriber and are ignored.
+            Err(e) => tracing::debug!(?target, error = %e, "cannot unsubscribe"),
+        }
+    }
+}
+
+fn describe(target: &Target) -> String {
+    match target {
+        Target::Channel(c) => format!("SUBSCRIBE to channel \"{c}\""),
+        Target::Pattern(p) => format!("PSUBSCRIBE to pattern \"{p}\""),
+    }
+}
+
+/// One local subscriber: its bounded buffer and where its drops are counted.
+struct Subscriber {
+    queue: DropOldestQueue<Delivery>,
+    capacity: usize,
+    stats: Arc<Stats>,
+    target: Target,
+    unreported_drops: AtomicU64,
+    last_drop_warning: Mutex<Option<Instant>>,
+}
+
+impl Subscriber {
+    fn deliver(&self, channel: &str, payload: &Bytes) {
+        let delivery = Delivery {
+            channel: channel.to_owned(),
+            body: WireBody::Json(payload.clone()),
+            entry_id: None,
+            delivery_count: 1,
+            token: None,
+        };
+        if let Ok(Some(_dropped)) = self.queue.push(delivery) {
+            Stats::incr(&self.stats.dropped);
+            self.unreported_drops.fetch_add(1, Ordering::Relaxed);
+            self.warn_drops();
+        }
+    }
+
+    fn warn_drops(&self) {
+        let now = Instant::now();
+        let mut last = self
+            .last_drop_warning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| now.duration_since(t) < DROP_WARN_INTERVAL) {
+            return;
+        }
+        *last = Some(now);
+        let dropped = self.unreported_drops.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            target = %self.target.as_str(),
+            dropped,
+            capacity = self.capacity,
+            "a pub/sub subscriber cannot keep up: its oldest messages were dropped"
+        );
+    }
+}
+
+/// Local subscribers by exact channel and by pattern.
+#[derive(Default)]
+struct Routes {
+    table: Mutex<Table>,
+    next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct Table {
+    channels: HashMap<String, Vec<(u64, Arc<Subscriber>)>>,
+    patterns: HashMap<String, Vec<(u64, Arc<Subscriber>)>>,
+}
+
+impl Table {
+    fn map(&mut self, target: &Target) -> &mut HashMap<String, Vec<(u64, Arc<Subscriber>)>> {
+        match target {
+            Target::Channel(_) => &mut self.channels,
+            Target::Pattern(_) => &mut self.patterns,
+        }
+    }
+}
+
+impl Routes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        // The table stays consistent whatever panicked while holding the lock.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a subscriber; true when it is the first of its target.
+    fn insert(&self, target: &Target, id: u64, subscriber: Arc<Subscriber>) -> bool {
+        let mut table = self.lock();
+        let list = table
+            .map(target)
+            .entry(target.as_str().to_owned())
+            .or_default();
+        list.push((id, subscriber));
+        list.len() == 1
+    }
+
+    fn remove(&self, target: &Target, id: u64) {
+        let mut table = self.lock();
+        let map = table.map(target);
+        if let Some(list) = map.get_mut(target.as_str()) {
+            list.retain(|(i, _)| *i != id);
+            if list.is_empty() {
+                map.remove(target.as_str());
+            }
+        }
+    }
+
+    fn has(&self, target: &Target) -> bool {
+        self.lock().map(target).contains_key(target.as_str())
+    }
+
+    fn deliver(&self, target: &Target, channel: &str, payload: &Bytes) {
+        let table = self.lock();
+        let list = match target {
+            Target::Channel(c) => table.channels.get(c),
+            Target::Pattern(p) => table.patterns.get(p),
+        };
+        for (_, subscriber) in list.into_iter().flatten() {
+            subscriber.deliver(channel, payload);
+        }
+    }
+
+    /// Every distinct stats handle of the current subscribers (one per bus, usually one).
+    fn stats(&self) -> Vec<Arc<Stats>> {
+        let table = self.lock();
+        let mut out: Vec<Arc<Stats>> = Vec::new();
+        for (_, s) in table
+            .channels
+            .values()
+            .chain(table.patterns.values())
+            .flatten()
+        {
+            if !out.iter().any(|o| Arc::ptr_eq(o, &s.stats)) {
+                out.push(s.stats.clone());
+            }
+        }
+        out
+    }
+
+    fn close_all(&self) {
+        let table = self.lock();
+        for (_, s) in table
+            .channels
+            .values()
+            .chain(table.patterns.values())
+            .flatten()
+        {
+            s.queue.close();
+        }
+    }
+}
+
+/// Reads the push messages of the pub/sub connection and routes them.
+struct Router {
+    routes: Arc<Routes>,
+    conn: ConnectionManager,
+    closed: CancellationToken,
+    /// A probe of the lost connection is running.
+    probing: Arc<AtomicBool>,
+}
+
+impl Router {
+    async fn run(self, mut pushes: UnboundedReceiver<PushInfo>) {
+        loop {
+            let push = tokio::select! {
+                biased;
+                () = self.closed.cancelled() => break,
+                push = pushes.recv() => match push {
+                    Some(push) => push,
+                    None => break,
+                },
+            };
+            self.handle(push);
+        }
+        self.routes.close_all();
+    }
+
+    fn handle(&self, push: PushInfo) {
+        let mut data = push.data.into_iter();
+        match push.kind {
+            PushKind::Message => {
+                if let (Some(channel), Some(payload)) = (data.next(), data.next()) {
+                    self.route(None, &channel, payload);
+                }
+            }
+            PushKind::PMessage => {
+                if let (Some(pattern), Some(channel), Some(payload)) =
+                    (data.next(), data.next(), data.next())
+                {
+                    self.route(Some(&pattern), &channel, payload);
+                }
+            }
+            PushKind::Disconnection => self.connection_lost(),
+            kind => tracing::trace!(?kind, "pub/sub push"),
+        }
+    }
+
+    fn route(&self, pattern: Option<&Value>, channel: &Value, payload: Value) {
+        let Some(channel) = crate::reply::text(channel) else {
+            return;
+        };
+        let payload = match payload {
+            Value::BulkString(b) => Bytes::from(b),
+            other => match crate::reply::text(&other) {
+                Some(t) => Bytes::from(t),
+                None => return,
+            },
+        };
+        let target = match pattern.and_then(crate::reply::text) {
+            Some(p) => Target::Pattern(p),
+            None => Target::Channel(channel.clone()),
+        };
+        self.routes.deliver(&target, &channel, &payload);
+    }
+
+    fn connection_lost(&self) {
+        if self.closed.is_cancelled() {
+            return;
+        }
+        for stats in self.routes.stats() {
+            Stats::incr(&stats.reconnects);
+        }
+        tracing::warn!(
+            "pub/sub connection lost; messages published meanwhile are lost; resubscribing"
+        );
+        // The manager reconnects by itself, but gives up after a few attempts when the server
+        // stays away; a command sent afterwards starts a new attempt. Probe until it is back.
+        if self.probing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let conn = self.conn.clone();
+        let closed = self.closed.clone();
+        let probing = self.probing.clone();
+        tokio::spawn(async move {
+            probe_until_back(conn, &closed).await;
+            probing.store(false, Ordering::SeqCst);
+        });
+    }
+}
+
+async fn probe_until_back(mut conn: ConnectionManager, closed: &CancellationToken) {
+    loop {
+        tokio::select! {
+            () = closed.cancelled() => return,
+            () = tokio::time::sleep(PROBE_INTERVAL) => {}
+        }
+        let ping = redis::cmd("PING");
+        let ping = ping.query_async::<Value>(&mut conn);
+        let result = tokio::select! {
+            () = closed.cancelled() => return,
+            r = ping => r,
+        };
+        match result {
+            Ok(_) => {
+                tracing::info!("pub/sub connection restored; subscriptions renewed");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "pub/sub connection still down"),
+        }
+    }
+}
+
+/// A local pub/sub subscriber handed to the dispatcher.
+struct RedisSubscription {
+    hub: Arc<PubSubHub>,
+    target: Target,
+    id: u64,
+    subscriber: Arc<Subscriber>,
+}
+
+#[async_trait]
+impl Subscription for RedisSubscription {
+    async fn next(&mut self) -> Option<Delivery> {
+        self.subscriber.queue.pop().await
+    }
+}
+
+impl Drop for RedisSubscription {
+    fn drop(&mut self) {
+        self.routes().remove(&self.target, self.id);
+        self.subscriber.queue.close();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let hub = self.hub.clone();
+            let target = self.target.clone();
+            runtime.spawn(async move { hub.release(target).await });
+        }
+    }
+}
+
+impl RedisSubscription {
+    fn routes(&self) -> &Routes {
+        &self.hub.routes
+    }
+}

@@ -1,0 +1,128 @@
+//! Durable events: stream consumers.
+//!
+//! A **group consumer** ([`group`]) is one member (`consumer`) of a consumer group (`group`) on
+//! a stream. Redis hands each entry to one member of each group and keeps it in the group's
+//! pending entries list (PEL) until it is acknowledged with `XACK`. A fetch takes, in this
+//! order:
+//!
+//! 1. after a start, the consumer's own pending entries (`XREADGROUP … STREAMS key 0`): what a
+//!    previous process of the same consumer name read but did not acknowledge;
+//! 2. every `claim_idle / 2` (between 1 s and 30 s), entries idle for `claim_idle` in any
+//!    member's PEL (`XAUTOCLAIM`): the work of a consumer that died;
+//! 3. new entries (`XREADGROUP … BLOCK … STREAMS key >`), waiting at most `RedisOptions::block`.
+//!
+//! Redis counts deliveries per entry (re-reads and claims included); that count, read with
+//! `XPENDING`, becomes `Delivery::delivery_count`, so `max_deliveries` holds across restarts.
+//! While a handler runs, its entry's idle time is reset regularly ([`in_flight`]), so a slow
+//! handler does not look like a dead consumer.
+//!
+//! A **broadcast consumer** ([`broadcast`]) reads the whole stream with `XREAD` from the position
+//! it started at; nothing is acknowledged.
+//!
+//! Each consumer owns its connection ([`reader`]), created without response timeout because it
+//! blocks in `XREADGROUP`; acks go through the shared publish connection. A lost connection
+//! makes `fetch` fail (the dispatcher backs off and fetches again) and is replaced on the next
+//! fetch. A vanished group (`NOGROUP` after `FLUSHALL` or a restart without persistence) is
+//! created again.
+
+mod broadcast;
+mod group;
+mod in_flight;
+mod reader;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventbus_core::Result;
+use eventbus_core::transport::{ConsumeMode, ConsumerSpec, StartFrom, StreamConsumer};
+use redis::Value;
+
+use crate::Inner;
+use crate::error::{command_failed, is_busy_group, unexpected};
+use crate::reply;
+
+/// The shortest `BLOCK` sent (`BLOCK 0` would wait forever).
+const MIN_BLOCK: Duration = Duration::from_millis(10);
+
+/// The `BLOCK` argument of a blocking read that waits `wait`.
+fn block_millis(wait: Duration) -> u64 {
+    u64::try_from(wait.max(MIN_BLOCK).as_millis()).unwrap_or(u64::MAX)
+}
+
+pub(crate) async fn consume(
+    inner: &Arc<Inner>,
+    spec: ConsumerSpec,
+) -> Result<Arc<dyn StreamConsumer>> {
+    match spec.mode {
+        ConsumeMode::Group => {
+            let start = match spec.start {
+                StartFrom::Beginning => "0",
+                StartFrom::Now => "$",
+            };
+            create_group(inner, &spec.stream, &spec.group, start).await?;
+            Ok(group::GroupConsumer::start(inner.clone(), spec))
+        }
+        ConsumeMode::Broadcast => {
+            let last = last_entry_id(inner, &spec.stream).await?;
+            tracing::debug!(stream = %spec.stream, from = %last, "broadcast consumer starts");
+            Ok(Arc::new(broadcast::BroadcastConsumer::new(
+                inner.clone(),
+                spec,
+                last,
+            )))
+        }
+    }
+}
+
+/// `XGROUP CREATE key group <start> MKSTREAM`.
+fn create_group_cmd(stream: &str, group: &str, start: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("XGROUP");
+    cmd.arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg(start)
+        .arg("MKSTREAM");
+    cmd
+}
+
+/// The outcome of `XGROUP CREATE`: true when the group was created, false when it existed.
+fn group_created(result: redis::RedisResult<Value>, stream: &str, group: &str) -> Result<bool> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if is_busy_group(&e) => Ok(false),
+        Err(e) => Err(command_failed(
+            format!("XGROUP CREATE of consumer group \"{group}\" on stream \"{stream}\""),
+            e,
+        )),
+    }
+}
+
+/// Creates the group (and the stream) unless it exists.
+async fn create_group(inner: &Inner, stream: &str, group: &str, start: &str) -> Result<bool> {
+    let mut conn = inner.publisher.clone();
+    let result = create_group_cmd(stream, group, start)
+        .query_async(&mut conn)
+        .await;
+    group_created(result, stream, group)
+}
+
+/// The id of the newest entry (`XREVRANGE key + - COUNT 1`), `0-0` for an empty or missing
+/// stream.
+async fn last_entry_id(inner: &Inner, stream: &str) -> Result<String> {
+    let mut conn = inner.publisher.clone();
+    let value: Value = redis::cmd("XREVRANGE")
+        .arg(stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| command_failed(format!("XREVRANGE of stream \"{stream}\""), e))?;
+    let entries = reply::entries(value)
+        .ok_or_else(|| unexpected(format!("XREVRANGE of \"{stream}\": unexpected reply shape")))?;
+    Ok(entries
+        .into_iter()
+        .next()
+        .map_or_else(|| "0-0".to_owned(), |e| e.id))
+}

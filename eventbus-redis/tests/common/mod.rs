@@ -1,0 +1,270 @@
+//! Test harness: a private `redis-server` per test on a free loopback port, and helpers that wait
+//! on conditions instead of sleeping.
+#![allow(dead_code, missing_docs)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use eventbus_core::{Bus, BusBuilder};
+use eventbus_redis::RedisTransport;
+
+/// How long a test waits for a condition before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A `redis-server` child process, killed on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts a server without persistence on a free loopback port.
+    /// Also installs the log subscriber, so a failing test shows the bus's log lines.
+    pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra configuration (`["--requirepass", "secret"]`).
+    pub fn start_with(args: &[&str]) -> RedisServer {
+        logs();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("eventbus-redis-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("cannot create the test server's directory");
+        // Another process may take the port between our probe and the server's bind: retry.
+        for _attempt in 0..5 {
+            let port = free_port();
+            let mut server = RedisServer {
+                child: None,
+                port,
+                dir: dir.clone(),
+                args: args.iter().map(|a| (*a).to_owned()).collect(),
+            };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("could not start redis-server on a free port after 5 attempts");
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server (no persistence: every key is gone) and starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.resume();
+    }
+
+    /// Starts the stopped server again on the same port.
+    pub fn resume(&mut self) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.spawn() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not restart on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process and waits for PING; false when it exited (port taken).
+    fn spawn(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                panic!("redis-server not found: install it (apt-get install -y redis-server)")
+            }
+            Err(e) => panic!("cannot start redis-server: {e}"),
+        };
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(Some(_status)) = child.try_wait() {
+                return false;
+            }
+            if ping(self.port) {
+                self.child = Some(child);
+                return true;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "redis-server on port {} did not answer PING within {PATIENCE:?}",
+                    self.port
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind a loopback port");
+    listener
+        .local_addr()
+        .expect("bound socket has an address")
+        .port()
+}
+
+fn ping(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(100)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    // `+PONG`, or `-NOAUTH` from a server with a password: either way it is up.
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).is_ok() && (&buf == b"+PONG\r\n" || buf.starts_with(b"-NOAUTH"))
+}
+
+/// Polls `cond` every 10 ms until it holds; false after `timeout`.
+pub async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Like [`wait_until`] with an async condition.
+pub async fn wait_until_async(timeout: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
+    eventually(timeout, async || cond().await.then_some(()))
+        .await
+        .is_some()
+}
+
+/// Polls `f` every 10 ms until it returns `Some`; `None` after `timeout`.
+pub async fn eventually<T>(timeout: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A namespace no other test uses.
+pub fn namespace(test: &str) -> String {
+    format!(
+        "t{}-{}-{test}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A builder on a new Redis transport with fast claims for tests.
+pub async fn builder(url: &str, namespace: &str) -> BusBuilder {
+    let transport = RedisTransport::connect(url)
+        .await
+        .expect("connect to the test server");
+    Bus::builder()
+        .transport(transport)
+        .namespace(namespace)
+        .configure(|c| c.claim_idle = Duration::from_millis(500))
+}
+
+/// A bus on a new Redis transport.
+pub async fn bus(url: &str, namespace: &str) -> Bus {
+    builder(url, namespace).await.build().expect("valid bus")
+}
+
+/// A plain redis connection, as a non-Rust service would have.
+pub async fn plain(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("valid url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("plain connection")
+}
+
+/// Installs a log subscriber once (RUST_LOG=eventbus_redis=debug to see it).
+pub fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// A shared list that handlers append to and tests read.
+#[derive(Debug)]
+pub struct Recorder<T>(std::sync::Arc<std::sync::Mutex<Vec<T>>>);
+
+impl<T> Clone for Recorder<T> {
+    fn clone(&self) -> Self {
+        Recorder(self.0.clone())
+    }
+}
+
+impl<T> Default for Recorder<T> {
+    fn default() -> Self {
+        Recorder(Default::default())
+    }
+}
+
+impl<T: Clone> Recorder<T> {
+    pub fn push(&self, item: T) {
+        self.0.lock().unwrap().push(item);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    pub fn items(&self) -> Vec<T> {
+        self.0.lock().unwrap().clone()
+    }
+}
