@@ -83,3 +83,8 @@ pub mod prelude {
     pub use crate::BusFromEnv;
     pub use eventbus_core::prelude::*;
 }
+
+/// The code blocks of README.md, compiled as doctests so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
