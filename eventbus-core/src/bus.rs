@@ -37,7 +37,8 @@ pub struct BusConfig {
     /// (default: `host-pid-n`). Give it a stable value (a pod name) to have a restarted
     /// instance re-read its own pending entries at once instead of waiting for `claim_idle`.
     pub instance: String,
-    /// Pub/sub messages buffered per subscriber before the oldest are dropped (default 4096).
+    /// Pub/sub messages buffered per subscriber before the oldest are dropped (default 65,536,
+    /// about what Redis itself buffers for a subscriber before it disconnects it).
     pub subscriber_capacity: usize,
     /// Stream length kept for durable types without `maxlen` (default 100,000; `None`: unbounded).
     pub default_max_len: Option<u64>,
@@ -62,7 +63,7 @@ impl Default for BusConfig {
             namespace: None,
             source: default_source(),
             instance: default_instance(),
-            subscriber_capacity: 4096,
+            subscriber_capacity: 65_536,
             default_max_len: Some(100_000),
             request_timeout: Duration::from_secs(5),
             claim_idle: Duration::from_secs(30),

@@ -5,7 +5,10 @@ use std::fmt;
 use std::time::Duration;
 
 use eventbus_core::{Error, Result};
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion};
+use redis::{
+    ClientTlsConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion,
+    TlsCertificates,
+};
 
 /// Connection settings of a [`RedisTransport`](crate::RedisTransport).
 ///
@@ -32,6 +35,9 @@ pub struct RedisOptions {
     /// How long a blocking stream read waits for new entries before it returns an empty batch
     /// (default 1 s). Short enough for the consumer loop to notice a shutdown quickly.
     pub block: Duration,
+    /// Certificates for `rediss://`: set with [`RedisOptions::tls_root_certificate`] and
+    /// [`RedisOptions::tls_client_identity`]. Its `Debug` output never shows a key.
+    pub(crate) tls: TlsSettings,
 }
 
 impl Default for RedisOptions {
@@ -41,6 +47,7 @@ impl Default for RedisOptions {
             connection_timeout: Duration::from_secs(5),
             reconnect_max_delay: Duration::from_secs(2),
             block: Duration::from_secs(1),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -69,6 +76,91 @@ impl RedisOptions {
         self.block = block;
         self
     }
+
+    /// Trusts the CA certificate(s) in `pem` (one PEM file, possibly a bundle) for `rediss://`
+    /// connections, **instead of** the system's trusted roots: the server's certificate must
+    /// chain to one of them and name the host of the URL. For a private CA, as in test and
+    /// on-premises deployments.
+    ///
+    /// Without it, `rediss://` trusts the CAs of the operating system's certificate store
+    /// (`/etc/ssl/certs` on Debian), which is what managed Redis services need. A malformed PEM
+    /// fails [`RedisTransport::connect_with`](crate::RedisTransport::connect_with) with
+    /// [`Error::Config`], and so does setting it for a plain `redis://` URL: certificates
+    /// never silently go unused.
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.root_certificate = Some(pem.into());
+        self
+    }
+
+    /// Presents a client certificate for mutual TLS (`tls-auth-clients yes` on the server):
+    /// `cert_pem` holds the certificate (and any intermediate CA certificates after it),
+    /// `key_pem` its private key (PKCS#8, PKCS#1 or SEC1 PEM).
+    ///
+    /// The key is never printed: the options' `Debug` output shows `<redacted>`. Errors as for
+    /// [`RedisOptions::tls_root_certificate`].
+    pub fn tls_client_identity(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls.client_identity = Some(ClientIdentity {
+            cert_pem: cert_pem.into(),
+            key_pem: key_pem.into(),
+        });
+        self
+    }
+}
+
+/// The TLS part of [`RedisOptions`].
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(crate) struct TlsSettings {
+    root_certificate: Option<Vec<u8>>,
+    client_identity: Option<ClientIdentity>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct ClientIdentity {
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+}
+
+impl TlsSettings {
+    fn is_empty(&self) -> bool {
+        self.root_certificate.is_none() && self.client_identity.is_none()
+    }
+
+    fn certificates(&self) -> TlsCertificates {
+        TlsCertificates {
+            client_tls: self.client_identity.as_ref().map(|id| ClientTlsConfig {
+                client_cert: id.cert_pem.clone(),
+                client_key: id.key_pem.clone(),
+            }),
+            root_cert: self.root_certificate.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let root = self
+            .root_certificate
+            .as_ref()
+            .map(|pem| format!("<{} bytes of PEM>", pem.len()));
+        let identity = self.client_identity.as_ref().map(|_| "<redacted>");
+        f.debug_struct("TlsSettings")
+            .field("root_certificate", &root)
+            .field("client_identity", &identity)
+            .finish()
+    }
+}
+
+/// Installs ring as the process's rustls crypto provider unless the application installed one
+/// (rustls 0.23 refuses to pick one by itself when none or several are compiled in).
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race against another installer is fine: one provider is installed either way.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
 }
 
 /// A parsed Redis URL and its printable, password-free form.
@@ -76,24 +168,63 @@ impl RedisOptions {
 pub(crate) struct ServerAddress {
     info: ConnectionInfo,
     redacted: String,
+    /// Custom CA or client certificate of a `rediss://` address; `None` for the system roots.
+    tls: Option<TlsCertificates>,
 }
 
 impl ServerAddress {
-    /// Parses `redis://[user[:password]@]host[:port][/db]` (and `unix://` socket paths).
+    /// Parses `redis[s]://[user[:password]@]host[:port][/db]` (and `unix://` socket paths).
     pub(crate) fn parse(url: &str) -> Result<Self> {
-        let scheme = url.split("://").next().unwrap_or_default();
-        if url.contains("://") && (scheme == "rediss" || scheme == "valkeys") {
-            return Err(Error::Config(format!(
-                "TLS ({scheme}://) is not supported yet by eventbus-redis; connect to {} with redis:// through a TLS proxy until it is",
-                redact_url(url)
-            )));
-        }
         let info = url.into_connection_info().map_err(|e| {
             // The redis crate's parse errors never contain the URL; ours shows it redacted.
             Error::Config(format!("invalid Redis URL {}: {e}", redact_url(url)))
         })?;
         let redacted = redact_info(&info);
-        Ok(ServerAddress { info, redacted })
+        if let ConnectionAddr::TcpTls { insecure: true, .. } = info.addr() {
+            return Err(Error::Config(format!(
+                "{redacted}: eventbus-redis always verifies the server's TLS certificate, so \
+                 `#insecure` is refused; trust a private CA with RedisOptions::tls_root_certificate"
+            )));
+        }
+        Ok(ServerAddress {
+            info,
+            redacted,
+            tls: None,
+        })
+    }
+
+    /// Applies the TLS settings: checks that they fit the URL and that their PEM parses, and
+    /// makes sure rustls has a crypto provider.
+    pub(crate) fn with_tls(mut self, tls: &TlsSettings) -> Result<Self> {
+        if !self.is_tls() {
+            if tls.is_empty() {
+                return Ok(self);
+            }
+            return Err(Error::Config(format!(
+                "TLS certificates are configured, but {} is not a rediss:// URL",
+                self.redacted
+            )));
+        }
+        ensure_crypto_provider();
+        if !tls.is_empty() {
+            let certificates = tls.certificates();
+            // Parses the PEM now, so a bad file fails here and not at each connection.
+            redis::Client::build_with_tls(self.info.clone(), certificates.clone()).map_err(
+                |e| {
+                    Error::Config(format!(
+                        "invalid TLS certificate or key for {}: {e}",
+                        self.redacted
+                    ))
+                },
+            )?;
+            self.tls = Some(certificates);
+        }
+        Ok(self)
+    }
+
+    /// True for `rediss://`.
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self.info.addr(), ConnectionAddr::TcpTls { .. })
     }
 
     /// The connection info with an explicit protocol: RESP3 for the pub/sub connection (push
@@ -101,7 +232,11 @@ impl ServerAddress {
     pub(crate) fn client(&self, protocol: ProtocolVersion) -> Result<redis::Client> {
         let redis = self.info.redis_settings().clone().set_protocol(protocol);
         let info = self.info.clone().set_redis_settings(redis);
-        redis::Client::open(info).map_err(|e| {
+        let client = match &self.tls {
+            Some(certificates) => redis::Client::build_with_tls(info, certificates.clone()),
+            None => redis::Client::open(info),
+        };
+        client.map_err(|e| {
             Error::transport(
                 "redis",
                 format!("cannot configure a client for {}", self.redacted),
@@ -110,7 +245,7 @@ impl ServerAddress {
         })
     }
 
-    /// `redis://user:***@host:port/db`.
+    /// `redis://user:***@host:port/db`, or `rediss://…` over TLS.
     pub(crate) fn redacted(&self) -> &str {
         &self.redacted
     }
@@ -143,6 +278,9 @@ fn redact_info(info: &ConnectionInfo) -> String {
                 path.display(),
                 settings.db()
             )
+        }
+        addr @ ConnectionAddr::TcpTls { .. } => {
+            format!("rediss://{credentials}{addr}/{}", settings.db())
         }
         addr => format!("redis://{credentials}{addr}/{}", settings.db()),
     }
@@ -191,10 +329,86 @@ mod tests {
         let msg = e.to_string();
         assert!(!msg.contains("hunter2"), "{msg}");
         assert!(msg.contains("bob:***@"), "{msg}");
-        let e = ServerAddress::parse("rediss://bob:hunter2@host:6379").unwrap_err();
+        let e = ServerAddress::parse("rediss://bob:hunter2@host:6379/x").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("TLS") && !msg.contains("hunter2"), "{msg}");
+        assert!(
+            msg.contains("rediss://bob:***@") && !msg.contains("hunter2"),
+            "{msg}"
+        );
         assert_eq!(redact_url("hunter2"), "<unparsable URL>");
         assert_eq!(redact_url("redis://u:p@a@h:1/0"), "redis://u:***@h:1/0");
+    }
+
+    #[test]
+    fn rediss_urls_are_accepted_and_redacted() {
+        let a = ServerAddress::parse("rediss://alice:s3cret@redis.example:6380/1").unwrap();
+        assert!(a.is_tls());
+        assert_eq!(a.redacted(), "rediss://alice:***@redis.example:6380/1");
+        assert_eq!(format!("{a:?}"), "rediss://alice:***@redis.example:6380/1");
+        let a = a.with_tls(&TlsSettings::default()).unwrap();
+        assert!(a.client(ProtocolVersion::RESP3).is_ok());
+        assert!(!ServerAddress::parse("redis://h").unwrap().is_tls());
+    }
+
+    #[test]
+    fn certificate_verification_cannot_be_turned_off() {
+        let e = ServerAddress::parse("rediss://:hunter2@localhost:6380/#insecure").unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        assert!(
+            msg.contains("#insecure") && !msg.contains("hunter2"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn certificates_for_a_plain_url_are_refused() {
+        let tls = RedisOptions::default()
+            .tls_root_certificate(b"pem".to_vec())
+            .tls;
+        let e = ServerAddress::parse("redis://:hunter2@localhost")
+            .unwrap()
+            .with_tls(&tls)
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("not a rediss:// URL") && !msg.contains("hunter2"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn malformed_pem_is_a_config_error() {
+        let tls = RedisOptions::default()
+            .tls_root_certificate(
+                "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+            )
+            .tls;
+        let e = ServerAddress::parse("rediss://:hunter2@localhost")
+            .unwrap()
+            .with_tls(&tls)
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        assert!(
+            msg.contains("invalid TLS certificate") && !msg.contains("hunter2"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_the_client_key() {
+        let options = RedisOptions::default()
+            .tls_root_certificate("CA-PEM")
+            .tls_client_identity("CERT-PEM", "-----BEGIN PRIVATE KEY-----SECRETKEY");
+        let debug = format!("{options:?}");
+        assert!(
+            !debug.contains("SECRETKEY") && !debug.contains("CERT-PEM"),
+            "{debug}"
+        );
+        assert!(
+            debug.contains("<redacted>") && debug.contains("<6 bytes of PEM>"),
+            "{debug}"
+        );
     }
 }

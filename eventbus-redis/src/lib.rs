@@ -48,6 +48,47 @@
 //!   it blocks in `XREADGROUP … BLOCK`; a blocking read never holds up publishes. After a lost
 //!   connection it reconnects on its next read.
 //!
+//! ## TLS
+//!
+//! A `rediss://[user[:password]@]host[:port][/db]` URL encrypts every connection of the
+//! transport (publishing, pub/sub and each consumer's own) with rustls. The server's certificate
+//! is always verified: it must chain to a trusted CA and be issued for the host of the URL (a
+//! name or an IP address). The `#insecure` URL fragment, which would skip that, is refused.
+//!
+//! * By default the CAs of the operating system's certificate store are trusted (on Debian
+//!   `/etc/ssl/certs`, package `ca-certificates`): what managed Redis services need.
+//! * A private CA replaces them with [`RedisOptions::tls_root_certificate`].
+//! * A server with `tls-auth-clients yes` (mutual TLS) gets a client certificate from
+//!   [`RedisOptions::tls_client_identity`].
+//!
+//! ```no_run
+//! use eventbus_core::prelude::*;
+//! use eventbus_redis::{RedisOptions, RedisTransport};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let options = RedisOptions::default()
+//!     .tls_root_certificate(std::fs::read("/etc/eventbus/redis-ca.crt")?)
+//!     // Only for a server that requires client certificates:
+//!     .tls_client_identity(
+//!         std::fs::read("/etc/eventbus/client.crt")?,
+//!         std::fs::read("/etc/eventbus/client.key")?,
+//!     );
+//! let transport =
+//!     RedisTransport::connect_with("rediss://:secret@redis.internal:6380/0", options).await?;
+//! let bus = Bus::builder().transport(transport).namespace("prod").build()?;
+//! # let _ = bus; Ok(()) }
+//! ```
+//!
+//! A certificate that is not trusted fails `connect` at once with an error that names the
+//! server (password hidden) and the reason, for instance `cannot connect to
+//! rediss://:***@redis.internal:6380/0: the server's TLS certificate was not trusted: it is not
+//! signed by a trusted CA`. The certificates are read once, at `connect`, and used again for
+//! every reconnection.
+//!
+//! rustls needs a process-wide crypto provider: unless the application installed one before
+//! (`rustls::crypto::CryptoProvider::install_default`), the first `rediss://` connect installs
+//! *ring*'s. An application that wants aws-lc-rs installs it before connecting.
+//!
 //! ## Delivery guarantees of durable events
 //!
 //! At least once. An entry read by a consumer stays in its group's pending list until it is
@@ -91,7 +132,7 @@ use pubsub::PubSubHub;
 /// durable ones. Cheap to clone; clones share the connections.
 ///
 /// Its `Debug` output and every log line and error show the server as
-/// `redis://user:***@host:port/db`, never the password.
+/// `redis://user:***@host:port/db` (or `rediss://…`), never the password.
 #[derive(Clone)]
 pub struct RedisTransport {
     inner: Arc<Inner>,
@@ -129,17 +170,17 @@ impl fmt::Debug for RedisTransport {
 impl RedisTransport {
     /// Connects to the server at `url` with default [`RedisOptions`].
     ///
-    /// Accepted: `redis://[user[:password]@]host[:port][/db]` and `unix:///path/to/socket`.
-    /// `rediss://` (TLS) is refused with a clear error for now. Fails at once when the server
-    /// cannot be reached or refuses the credentials; once connected, lost connections are
-    /// re-established in the background.
+    /// Accepted: `redis://[user[:password]@]host[:port][/db]`, the same with `rediss://` for TLS
+    /// (see [TLS](crate#tls)), and `unix:///path/to/socket`. Fails at once when the server
+    /// cannot be reached, its TLS certificate is not trusted or it refuses the credentials; once
+    /// connected, lost connections are re-established in the background.
     pub async fn connect(url: &str) -> Result<Self> {
         Self::connect_with(url, RedisOptions::default()).await
     }
 
-    /// Connects with explicit connection settings.
+    /// Connects with explicit connection settings, the TLS certificates among them.
     pub async fn connect_with(url: &str, options: RedisOptions) -> Result<Self> {
-        let address = ServerAddress::parse(url)?;
+        let address = ServerAddress::parse(url)?.with_tls(&options.tls)?;
         // RESP3 makes the manager notice a lost connection at once and reconnect in the
         // background, instead of failing the first command sent after an outage.
         let client = address.client(ProtocolVersion::RESP3)?;
@@ -152,7 +193,7 @@ impl RedisTransport {
             client
                 .get_multiplexed_async_connection_with_config(&probe)
                 .await
-                .map_err(|e| error::command_failed(format!("cannot connect to {address}"), e))?,
+                .map_err(|e| connect_failed(&address, &options, e))?,
         );
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(options.response_timeout))
@@ -161,7 +202,7 @@ impl RedisTransport {
         let publisher = client
             .get_connection_manager_with_config(config)
             .await
-            .map_err(|e| error::command_failed(format!("cannot connect to {address}"), e))?;
+            .map_err(|e| connect_failed(&address, &options, e))?;
         tracing::debug!(server = %address, "connected to Redis");
         let consumer_client = address.client(ProtocolVersion::RESP2)?;
         Ok(RedisTransport {
@@ -176,7 +217,8 @@ impl RedisTransport {
         })
     }
 
-    /// The server address with the password hidden: `redis://user:***@host:port/db`.
+    /// The server address with the password hidden: `redis://user:***@host:port/db`, or
+    /// `rediss://…` over TLS.
     pub fn server(&self) -> &str {
         self.inner.address.redacted()
     }
@@ -194,6 +236,20 @@ impl RedisTransport {
             .get_or_try_init(|| PubSubHub::start(&self.inner))
             .await
     }
+}
+
+/// The error of a failed first connection. Over TLS, a timeout gets a hint: a server that does
+/// not speak TLS on that port leaves the handshake unanswered.
+fn connect_failed(address: &ServerAddress, options: &RedisOptions, e: redis::RedisError) -> Error {
+    let mut what = format!("cannot connect to {address}");
+    if address.is_tls() && e.is_timeout() {
+        what.push_str(&format!(
+            ": no TLS connection within {:?} (a server that does not speak TLS on that port \
+             fails like this too)",
+            options.connection_timeout
+        ));
+    }
+    error::command_failed(what, e)
 }
 
 #[async_trait]

@@ -2,6 +2,8 @@
 //! on conditions instead of sleeping.
 #![allow(dead_code, missing_docs)]
 
+pub mod tls;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -23,6 +25,8 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     args: Vec<String>,
+    /// `Some` for a server that only speaks TLS (`--port 0 --tls-port <port>`).
+    tls: Option<tls::ServerTls>,
 }
 
 impl RedisServer {
@@ -34,11 +38,30 @@ impl RedisServer {
 
     /// Starts a server with extra configuration (`["--requirepass", "secret"]`).
     pub fn start_with(args: &[&str]) -> RedisServer {
+        Self::start_inner(args, None)
+    }
+
+    /// Starts a server that accepts only TLS connections, with the certificates of `tls`
+    /// (written to the server's directory), and extra configuration.
+    pub fn start_tls(tls: tls::ServerTls, args: &[&str]) -> RedisServer {
+        Self::start_inner(args, Some(tls))
+    }
+
+    fn start_inner(args: &[&str], tls: Option<tls::ServerTls>) -> RedisServer {
         logs();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir =
             std::env::temp_dir().join(format!("eventbus-redis-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("cannot create the test server's directory");
+        if let Some(tls) = &tls {
+            for (file, pem) in [
+                ("server.crt", &tls.server.cert_pem),
+                ("server.key", &tls.server.key_pem),
+                ("ca.crt", &tls.ca_pem),
+            ] {
+                std::fs::write(dir.join(file), pem).expect("cannot write a TLS file");
+            }
+        }
         // Another process may take the port between our probe and the server's bind: retry.
         for _attempt in 0..5 {
             let port = free_port();
@@ -47,6 +70,7 @@ impl RedisServer {
                 port,
                 dir: dir.clone(),
                 args: args.iter().map(|a| (*a).to_owned()).collect(),
+                tls: tls.clone(),
             };
             if server.spawn() {
                 return server;
@@ -55,9 +79,14 @@ impl RedisServer {
         panic!("could not start redis-server on a free port after 5 attempts");
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -93,8 +122,23 @@ impl RedisServer {
 
     /// Starts the process and waits for PING; false when it exited (port taken).
     fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some(tls) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(self.dir.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(self.dir.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(self.dir.join("ca.crt"))
+                .args([
+                    "--tls-auth-clients",
+                    if tls.client.is_some() { "yes" } else { "no" },
+                ]),
+        };
+        let child = command
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
@@ -116,7 +160,11 @@ impl RedisServer {
             if let Ok(Some(_status)) = child.try_wait() {
                 return false;
             }
-            if ping(self.port) {
+            let up = match &self.tls {
+                None => ping(self.port),
+                Some(tls) => tls::ping(self.port, tls),
+            };
+            if up {
                 self.child = Some(child);
                 return true;
             }
