@@ -142,14 +142,7 @@ async fn setup() -> (Bus, Arc<AtomicUsize>) {
     (bus, seen)
 }
 
-async fn round_trip_live(bus: &Bus, events: &[OrderPlacedLive]) {
-    for ev in events {
-        bus.publish(ev).await.expect("publish");
-    }
-    bus.settle().await;
-}
-
-async fn round_trip_durable(bus: &Bus, events: &[OrderPlaced]) {
+async fn round_trip<E: Event>(bus: &Bus, events: &[E]) {
     for ev in events {
         bus.publish(ev).await.expect("publish");
     }
@@ -160,8 +153,8 @@ fn allocations_per_event(rt: &tokio::runtime::Runtime) {
     let (bus, seen) = rt.block_on(setup());
     let live_events: Vec<_> = (0..BATCH).map(live).collect();
     let durable_events: Vec<_> = (0..BATCH).map(durable).collect();
-    rt.block_on(round_trip_live(&bus, &live_events)); // warm up
-    rt.block_on(round_trip_durable(&bus, &durable_events));
+    rt.block_on(round_trip(&bus, &live_events)); // warm up
+    rt.block_on(round_trip(&bus, &durable_events));
     let size = serde_json::to_vec(&live_events[0]).expect("json").len();
     for (name, durable_run) in [("ephemeral", false), ("durable", true)] {
         let before_seen = seen.load(Ordering::Relaxed);
@@ -169,9 +162,9 @@ fn allocations_per_event(rt: &tokio::runtime::Runtime) {
         let start = Instant::now();
         rt.block_on(async {
             if durable_run {
-                round_trip_durable(&bus, &durable_events).await
+                round_trip(&bus, &durable_events).await
             } else {
-                round_trip_live(&bus, &live_events).await
+                round_trip(&bus, &live_events).await
             }
         });
         let elapsed = start.elapsed();
@@ -203,10 +196,10 @@ fn main() {
     let mut group = c.benchmark_group("S6_memory_round_trip");
     group.throughput(Throughput::Elements(BATCH));
     group.bench_function("ephemeral", |b| {
-        b.iter(|| rt.block_on(round_trip_live(&bus, &live_events)))
+        b.iter(|| rt.block_on(round_trip(&bus, &live_events)))
     });
     group.bench_function("durable", |b| {
-        b.iter(|| rt.block_on(round_trip_durable(&bus, &durable_events)))
+        b.iter(|| rt.block_on(round_trip(&bus, &durable_events)))
     });
     group.finish();
     c.final_summary();

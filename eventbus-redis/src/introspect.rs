@@ -135,67 +135,57 @@ impl RedisTransport {
     /// The consumer groups of a stream, empty when the stream does not exist
     /// (`XINFO GROUPS`).
     pub async fn groups(&self, stream: &str) -> Result<Vec<GroupInfo>> {
-        let mut cmd = redis::cmd("XINFO");
-        cmd.arg("GROUPS").arg(stream);
-        let mut conn = self.inner.publisher.clone();
-        let value: Value = match cmd.query_async(&mut conn).await {
-            Ok(v) => v,
-            Err(e) if is_no_such_key(&e) => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(command_failed(
-                    format!("XINFO GROUPS of stream \"{stream}\""),
-                    e,
-                ));
-            }
-        };
-        list(value)
-            .into_iter()
-            .map(|group| {
-                let f = reply::pairs(group).ok_or_else(|| {
-                    unexpected(format!(
-                        "XINFO GROUPS of \"{stream}\": unexpected reply shape"
-                    ))
-                })?;
-                Ok(GroupInfo {
-                    name: field_text(&f, "name").unwrap_or_default(),
-                    consumers: field_u64(&f, "consumers").unwrap_or(0),
-                    pending: field_u64(&f, "pending").unwrap_or(0),
-                    last_delivered_id: field_text(&f, "last-delivered-id").unwrap_or_default(),
-                    lag: field_u64(&f, "lag"),
-                })
+        let records = self
+            .xinfo(
+                &["GROUPS", stream],
+                format!("XINFO GROUPS of stream \"{stream}\""),
+            )
+            .await?;
+        Ok(records
+            .iter()
+            .map(|f| GroupInfo {
+                name: field_text(f, "name").unwrap_or_default(),
+                consumers: field_u64(f, "consumers").unwrap_or(0),
+                pending: field_u64(f, "pending").unwrap_or(0),
+                last_delivered_id: field_text(f, "last-delivered-id").unwrap_or_default(),
+                lag: field_u64(f, "lag"),
             })
-            .collect()
+            .collect())
     }
 
     /// The members of a consumer group, empty when the stream does not exist
     /// (`XINFO CONSUMERS`).
     pub async fn consumers(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>> {
+        let what = format!("XINFO CONSUMERS of group \"{group}\" on stream \"{stream}\"");
+        let records = self.xinfo(&["CONSUMERS", stream, group], what).await?;
+        Ok(records
+            .iter()
+            .map(|f| ConsumerInfo {
+                name: field_text(f, "name").unwrap_or_default(),
+                pending: field_u64(f, "pending").unwrap_or(0),
+                idle: Duration::from_millis(field_u64(f, "idle").unwrap_or(0)),
+            })
+            .collect())
+    }
+
+    /// Runs an `XINFO` subcommand that answers a list of records; a missing stream is an empty
+    /// list. `what` names the command and its keys in errors.
+    async fn xinfo(&self, args: &[&str], what: String) -> Result<Vec<Vec<(String, Value)>>> {
         let mut cmd = redis::cmd("XINFO");
-        cmd.arg("CONSUMERS").arg(stream).arg(group);
+        for arg in args {
+            cmd.arg(*arg);
+        }
         let mut conn = self.inner.publisher.clone();
         let value: Value = match cmd.query_async(&mut conn).await {
             Ok(v) => v,
             Err(e) if is_no_such_key(&e) => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(command_failed(
-                    format!("XINFO CONSUMERS of group \"{group}\" on stream \"{stream}\""),
-                    e,
-                ));
-            }
+            Err(e) => return Err(command_failed(what, e)),
         };
         list(value)
             .into_iter()
-            .map(|consumer| {
-                let f = reply::pairs(consumer).ok_or_else(|| {
-                    unexpected(format!(
-                        "XINFO CONSUMERS of \"{stream}\": unexpected reply shape"
-                    ))
-                })?;
-                Ok(ConsumerInfo {
-                    name: field_text(&f, "name").unwrap_or_default(),
-                    pending: field_u64(&f, "pending").unwrap_or(0),
-                    idle: Duration::from_millis(field_u64(&f, "idle").unwrap_or(0)),
-                })
+            .map(|record| {
+                reply::pairs(record)
+                    .ok_or_else(|| unexpected(format!("{what}: unexpected reply shape")))
             })
             .collect()
     }
