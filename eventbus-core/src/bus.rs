@@ -1,7 +1,7 @@
 //! The typed API: publish events, subscribe handlers, make requests, run registered handlers.
 
 use std::any::{Any, TypeId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -206,8 +206,9 @@ impl BusBuilder {
                 prefix,
                 state: self.state,
                 stats: Arc::new(Stats::default()),
-                recorder: record.then(|| Mutex::new(Vec::new())),
+                recorder: record.then(|| Mutex::new(VecDeque::new())),
                 shutdown: CancellationToken::new(),
+                closed: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 in_flight: Activity::new(),
                 replies: tokio::sync::OnceCell::new(),
@@ -299,13 +300,20 @@ pub(crate) struct Inner {
     pub(crate) prefix: String,
     state: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     pub(crate) stats: Arc<Stats>,
-    recorder: Option<Mutex<Vec<Recorded>>>,
+    recorder: Option<Mutex<VecDeque<Recorded>>>,
+    /// Cancelled when the bus starts shutting down: handlers stop reading.
     pub(crate) shutdown: CancellationToken,
+    /// Cancelled once every handler finished: publishing is refused from then on, and the reply
+    /// router stops. In-flight handlers can still publish and request while the bus drains.
+    pub(crate) closed: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) in_flight: Activity,
     pub(crate) replies: tokio::sync::OnceCell<ReplyRouter>,
     started: AtomicBool,
 }
+
+/// The most published events [`Bus::published`] remembers; older ones are forgotten.
+pub const RECORD_LIMIT: usize = 100_000;
 
 struct Recorded {
     rust_type: &'static str,
@@ -446,13 +454,16 @@ impl Bus {
 
     fn record(&self, rust_type: &'static str, out: &Outgoing) {
         if let Some(rec) = &self.inner.recorder {
-            rec.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Recorded {
-                    rust_type,
-                    meta: out.message.meta.clone(),
-                    data: out.message.data.clone(),
-                });
+            let mut rec = rec.lock().unwrap_or_else(|e| e.into_inner());
+            if rec.len() == RECORD_LIMIT {
+                // An embedded bus that runs for long must not grow without bound.
+                rec.pop_front();
+            }
+            rec.push_back(Recorded {
+                rust_type,
+                meta: out.message.meta.clone(),
+                data: out.message.data.clone(),
+            });
         }
     }
 
@@ -469,7 +480,7 @@ impl Bus {
         event: &E,
         options: PublishOptions,
     ) -> Result<Receipt> {
-        if self.inner.shutdown.is_cancelled() {
+        if self.inner.closed.is_cancelled() {
             return Err(Error::Closed);
         }
         let out = self.outgoing(event, &options)?;
@@ -482,7 +493,7 @@ impl Bus {
 
     /// Publishes several events of one type in one batch (pipelined on Redis).
     pub async fn publish_all<E: Event>(&self, events: &[E]) -> Result<Vec<Receipt>> {
-        if self.inner.shutdown.is_cancelled() {
+        if self.inner.closed.is_cancelled() {
             return Err(Error::Closed);
         }
         let opts = PublishOptions::default();
@@ -769,6 +780,8 @@ impl Bus {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        // Only now: handlers that were finishing could still publish follow-ups and requests.
+        self.inner.closed.cancel();
         self.inner.transport.close().await;
     }
 
@@ -779,7 +792,7 @@ impl Bus {
 
     /// Every event of type `E` published through this bus, decoded again from what was sent
     /// (so a type that does not survive JSON fails here). Recording is on for the memory
-    /// transport; see [`BusConfig::record_published`].
+    /// transport and keeps the last [`RECORD_LIMIT`](crate::RECORD_LIMIT) events; see [`BusConfig::record_published`].
     ///
     /// # Panics
     ///

@@ -96,7 +96,16 @@ impl Runner {
                 body.len()
             ))
         } else {
-            envelope::decode(&channel, &body).map_err(|e| e.to_string())
+            // The decoder reads bytes from any peer: a panic in it must not kill the dispatcher.
+            std::panic::catch_unwind(AssertUnwindSafe(|| envelope::decode(&channel, &body)))
+                .unwrap_or_else(|panic| {
+                    Err(crate::DecodeError::new(
+                        &channel,
+                        format!("decoder panicked: {}", panic_message(&*panic)),
+                        &body.excerpt_source(),
+                    ))
+                })
+                .map_err(|e| e.to_string())
         };
         let decoded = match decoded {
             Ok(d) => d,
@@ -110,6 +119,19 @@ impl Runner {
         let meta = self.fill_bare(decoded.meta, entry_id.as_deref());
         let reply_to = meta.reply_to.clone();
         let mut attempt = delivery_count.max(1);
+        if attempt > self.options.max_deliveries {
+            // Delivered that often without an ack: an earlier consumer died while handling it
+            // (a crash, an abort, running out of memory). Calling the handler again could take
+            // this consumer down too, so the entry goes to the dead-letter stream now.
+            let reason = format!(
+                "delivered {attempt} times, more than max_deliveries ({}), without being handled; \
+                 a consumer may have crashed while handling it",
+                self.options.max_deliveries
+            );
+            tracing::warn!(handler = %self.name, %channel, id = %meta.id, %reason, "dead-lettering");
+            let letter = self.letter(&channel, entry_id.clone(), attempt, reason, body);
+            return self.dead_letter(letter, entry_id).await;
+        }
         let mut ctx = Context::new(
             self.bus.clone(),
             meta,
@@ -119,7 +141,9 @@ impl Runner {
             self.name.clone(),
         );
         loop {
-            let call = (self.handler)(decoded.data.clone(), ctx.clone());
+            // The synchronous part of the call (the typed decode, a closure's body up to its
+            // first await) runs inside the catch too.
+            let call = async { (self.handler)(decoded.data.clone(), ctx.clone()).await };
             let (reason, permanent) = match AssertUnwindSafe(call).catch_unwind().await {
                 Ok(Ok(reply)) => {
                     Stats::incr(&self.stats().handled);
@@ -244,11 +268,13 @@ pub(crate) async fn run_pubsub(runner: Runner, mut sub: Box<dyn Subscription>) {
 pub(crate) async fn run_stream(runner: Runner, consumer: Arc<dyn StreamConsumer>) {
     let mut in_flight = FuturesUnordered::new();
     let mut fetch: Option<BoxFuture<'static, crate::Result<Vec<Delivery>>>> = None;
+    // After a failed read: wait before the next one, while in-flight calls go on.
+    let mut backoff: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     let mut acks: Vec<String> = Vec::new();
     let mut failures: u32 = 0;
     loop {
         let room = runner.options.concurrency.saturating_sub(in_flight.len());
-        if fetch.is_none() && room > 0 {
+        if fetch.is_none() && backoff.is_none() && room > 0 {
             let c = consumer.clone();
             fetch = Some(Box::pin(async move { c.fetch(room).await }));
         }
@@ -263,6 +289,9 @@ pub(crate) async fn run_stream(runner: Runner, consumer: Arc<dyn StreamConsumer>
                 }
                 flush_acks(&runner, &*consumer, &mut acks).await;
             }
+            () = async { backoff.as_mut().expect("guarded by is_some").await }, if backoff.is_some() => {
+                backoff = None;
+            }
             batch = async { fetch.as_mut().expect("guarded by is_some").await }, if fetch.is_some() => {
                 fetch = None;
                 match batch {
@@ -272,14 +301,15 @@ pub(crate) async fn run_stream(runner: Runner, consumer: Arc<dyn StreamConsumer>
                             in_flight.push(runner.process(delivery));
                         }
                     }
+                    Err(crate::Error::Closed) => {
+                        tracing::debug!(handler = %runner.name, "the transport is closed; the consumer stops");
+                        break;
+                    }
                     Err(e) => {
                         failures += 1;
                         let delay = Duration::from_millis(100 * 2u64.pow(failures.min(6))).min(Duration::from_secs(5));
                         tracing::warn!(handler = %runner.name, error = %e, ?delay, "reading the stream failed; retrying");
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            () = runner.cancel.cancelled() => {}
-                        }
+                        backoff = Some(Box::pin(tokio::time::sleep(delay)));
                     }
                 }
             }

@@ -315,40 +315,32 @@ fn decode_fields(channel: &str, fields: &[(String, Bytes)]) -> Result<Decoded, D
             .excerpt_source()
             .into_owned()
     };
+    // With duplicate `data` fields (Redis accepts them) the last one wins, in both branches.
     let data_field = fields
         .iter()
+        .rev()
         .find(|(k, _)| k == "data")
-        .map_or(&b""[..], |(_, v)| v.as_ref());
+        .map(|(_, v)| v);
     let spec = fields
         .iter()
         .find(|(k, _)| k == "specversion")
         .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
     let mut meta = Metadata::default();
-    let mut data: Option<&[u8]> = None;
     if let Some(spec) = spec {
         let mut attrs = fields
             .iter()
-            .filter(|(k, _)| k != "specversion")
+            .filter(|(k, _)| k != "specversion" && k != "data")
             .map(|(k, v)| (Cow::Borrowed(k.as_str()), Attr::Text(v)));
-        apply_attributes(channel, data_field, &spec, &mut attrs, &mut meta, &mut data)?;
-    } else {
-        data = fields
-            .iter()
-            .find(|(k, _)| k == "data")
-            .map(|(_, v)| v.as_ref());
+        let whole = data_field.map_or(&b""[..], |d| d.as_ref());
+        apply_attributes(channel, whole, &spec, &mut attrs, &mut meta, &mut None)?;
     }
-    let Some(data) = data else {
+    let Some(data) = data_field.cloned() else {
         return Err(DecodeError::new(
             channel,
             "stream entry has no `data` field",
             &excerpt(),
         ));
     };
-    let data = fields
-        .iter()
-        .find(|(k, _)| k == "data")
-        .map(|(_, v)| v.slice_ref(data))
-        .unwrap_or_else(|| Bytes::copy_from_slice(data));
     // `data` is parsed once, by the handler's typed decode, which reports malformed JSON.
     Ok(Decoded { meta, data })
 }
@@ -646,6 +638,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.reason.contains("no `data` field"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_data_fields_decode_without_panic() {
+        let fields = vec![
+            ("specversion".to_string(), Bytes::from_static(b"1.0")),
+            ("id".to_string(), Bytes::from_static(b"x")),
+            ("type".to_string(), Bytes::from_static(b"t")),
+            ("data".to_string(), Bytes::from_static(b"{\"a\":1}")),
+            ("data".to_string(), Bytes::from_static(b"{\"a\":2}")),
+        ];
+        let dec = decode("s", &WireBody::Fields(fields.clone())).unwrap();
+        assert_eq!(&dec.data[..], b"{\"a\":2}");
+        let bare = fields[3..].to_vec();
+        let dec = decode("s", &WireBody::Fields(bare)).unwrap();
+        assert_eq!(&dec.data[..], b"{\"a\":2}");
     }
 
     #[test]

@@ -48,7 +48,9 @@ pub mod testing;
 pub mod topology;
 pub mod transport;
 
-pub use bus::{Bus, BusBuilder, BusConfig, PatternMessage, PublishOptions, SubscriptionHandle};
+pub use bus::{
+    Bus, BusBuilder, BusConfig, PatternMessage, PublishOptions, RECORD_LIMIT, SubscriptionHandle,
+};
 pub use context::Context;
 pub use envelope::Metadata;
 pub use error::{BoxError, DecodeError, Error, HandlerError, Result};

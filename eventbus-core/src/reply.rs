@@ -49,8 +49,11 @@ async fn router(bus: &Bus) -> Result<&ReplyRouter> {
                 .await?;
             let waiting: Waiting = Arc::default();
             let routes = waiting.clone();
-            let cancel = bus.inner.shutdown.clone();
-            bus.inner.tasks.spawn(async move {
+            // Stopped once the bus is closed, after its handlers finished: a handler that makes a
+            // request while the bus drains still gets its reply. Not in `tasks`, which the
+            // shutdown waits for.
+            let cancel = bus.inner.closed.clone();
+            tokio::spawn(async move {
                 loop {
                     let delivery = tokio::select! {
                         () = cancel.cancelled() => break,
@@ -76,6 +79,8 @@ async fn router(bus: &Bus) -> Result<&ReplyRouter> {
                         let _ = tx.send(result);
                     }
                 }
+                // Waiting requests learn at once that no reply will come (`Error::Closed`).
+                lock(&routes).clear();
             });
             Ok::<_, Error>(ReplyRouter { channel, waiting })
         })
@@ -98,18 +103,13 @@ pub(crate) async fn request<Q: Request>(
     let channel = out.channel.clone();
     let (tx, rx) = oneshot::channel();
     lock(&router.waiting).insert(id.clone(), tx);
-    let forget = || {
-        lock(&router.waiting).remove(&id);
+    // Removes the entry however this function ends, also when the caller drops its future.
+    let _waiting = Forget {
+        waiting: &router.waiting,
+        id: &id,
     };
-    let receipt = match bus.transport().publish(out).await {
-        Ok(r) => r,
-        Err(e) => {
-            forget();
-            return Err(e);
-        }
-    };
+    let receipt = bus.transport().publish(out).await?;
     if Q::DESCRIPTOR.durability == Durability::Ephemeral && receipt.receivers == Some(0) {
-        forget();
         return Err(Error::NoResponders {
             event: Q::DESCRIPTOR.rust_type,
             channel,
@@ -123,13 +123,22 @@ pub(crate) async fn request<Q: Request>(
             message,
         }),
         Ok(Err(_closed)) => Err(Error::Closed),
-        Err(_elapsed) => {
-            forget();
-            Err(Error::Timeout {
-                event: Q::DESCRIPTOR.rust_type,
-                timeout,
-            })
-        }
+        Err(_elapsed) => Err(Error::Timeout {
+            event: Q::DESCRIPTOR.rust_type,
+            timeout,
+        }),
+    }
+}
+
+/// Drops a request's entry from the waiting map.
+struct Forget<'a> {
+    waiting: &'a Waiting,
+    id: &'a str,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(self.waiting).remove(self.id);
     }
 }
 

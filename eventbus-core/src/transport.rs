@@ -146,6 +146,10 @@ pub trait StreamConsumer: Send + Sync {
     async fn ack(&self, entry_ids: &[String]) -> Result<()>;
 }
 
+/// Approximate length kept of every dead-letter stream (`MAXLEN ~`), so a flood of poison
+/// messages cannot grow it without bound.
+pub const DEAD_LETTER_MAX_LEN: u64 = 100_000;
+
 /// A message that could not be handled, written to a dead-letter stream.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeadLetter {

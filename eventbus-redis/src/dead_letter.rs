@@ -13,7 +13,7 @@ use crate::publish::xadd;
 use crate::reply::{self, Entry};
 
 /// Dead-letter streams are trimmed to about this many entries.
-pub(crate) const DLQ_MAX_LEN: u64 = 100_000;
+pub(crate) const DLQ_MAX_LEN: u64 = eventbus_core::transport::DEAD_LETTER_MAX_LEN;
 
 /// Entries read per `XRANGE` round trip when listing.
 const PAGE: usize = 1000;

@@ -674,3 +674,114 @@ async fn shutdown_finishes_in_flight_calls_and_refuses_new_publishes() {
         Err(eventbus_core::Error::Closed)
     ));
 }
+
+#[tokio::test]
+async fn handlers_finishing_during_shutdown_can_still_publish() {
+    let bus = Bus::memory();
+    let gate = Arc::new(Notify::new());
+    let g = gate.clone();
+    bus.subscribe(move |ev: OrderCreated, ctx: Context| {
+        let g = g.clone();
+        async move {
+            g.notified().await;
+            ctx.publish(&PaymentRequested { n: ev.n }).await?;
+            Ok::<_, HandlerError>(())
+        }
+    })
+    .await
+    .unwrap();
+    bus.publish(&OrderCreated { n: 3 }).await.unwrap();
+    wait_until("the handler to start", WAIT, || bus.stats().delivered == 1).await;
+    let shutdown = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.shutdown().await }
+    });
+    gate.notify_one();
+    tokio::time::timeout(WAIT, shutdown).await.unwrap().unwrap();
+    assert_eq!(
+        bus.published::<PaymentRequested>(),
+        vec![PaymentRequested { n: 3 }]
+    );
+    assert_eq!(bus.stats().handled, 1);
+    assert!(dead_letters::<OrderCreated>(&bus).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_panic_before_the_first_await_of_a_handler_is_a_failed_delivery() {
+    let bus = Bus::memory();
+    bus.subscribe_with(fast_retries().max_deliveries(2), |ev: OrderCreated| {
+        if ev.n == 0 {
+            panic!("panicked while building the future");
+        }
+        async move {}
+    })
+    .await
+    .unwrap();
+    bus.publish(&OrderCreated { n: 0 }).await.unwrap();
+    bus.publish(&OrderCreated { n: 1 }).await.unwrap();
+    bus.settle().await;
+    let dead = dead_letters::<OrderCreated>(&bus).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0]
+            .reason
+            .contains("panicked while building the future"),
+        "{}",
+        dead[0].reason
+    );
+    assert_eq!(
+        bus.stats().handled,
+        1,
+        "the dispatcher survived and handled the next event"
+    );
+}
+
+#[tokio::test]
+async fn an_entry_delivered_more_than_max_deliveries_is_dead_lettered_without_calling_the_handler()
+{
+    let shared = MemoryTransport::new();
+    let bus = Bus::builder()
+        .transport(shared.clone())
+        .configure(|c| c.claim_idle = Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let stream = bus.channel_of::<OrderCreated>();
+    let spec = |consumer: &str| ConsumerSpec {
+        stream: stream.clone(),
+        group: "g".into(),
+        consumer: consumer.into(),
+        mode: ConsumeMode::Group,
+        start: StartFrom::Beginning,
+        claim_idle: Duration::from_secs(60),
+        stats: bus.stats_handle(),
+    };
+    bus.publish(&OrderCreated { n: 1 }).await.unwrap();
+    // Two consumers that each take the entry and crash (as a poison message would make them).
+    for _ in 0..2 {
+        let crashed = bus.transport().consume(spec("crashing")).await.unwrap();
+        assert_eq!(crashed.fetch(1).await.unwrap().len(), 1);
+    }
+    assert_eq!(shared.pending(&stream, "g")[0].delivery_count, 2);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    bus.subscribe_with(
+        HandlerOptions::new().group("g").max_deliveries(2),
+        move |_: OrderCreated| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+            }
+        },
+    )
+    .await
+    .unwrap();
+    bus.settle().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    let dead = dead_letters::<OrderCreated>(&bus).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].reason.contains("more than max_deliveries (2)"),
+        "{}",
+        dead[0].reason
+    );
+}

@@ -184,8 +184,8 @@ impl GroupConsumer {
 
 #[async_trait]
 impl StreamConsumer for GroupConsumer {
-    /// Returns `Ok(vec![])` once the transport handle is closed, and after waiting about a
-    /// second with nothing to deliver.
+    /// Returns `Err(Error::Closed)` once the transport handle is closed, and `Ok(vec![])` after
+    /// waiting about a second with nothing to deliver.
     async fn fetch(&self, max: usize) -> Result<Vec<Delivery>> {
         let give_up = Instant::now() + MAX_WAIT;
         loop {
@@ -195,7 +195,7 @@ impl StreamConsumer for GroupConsumer {
                 // Checked under the lock: `close` sets the flag before it takes the lock to
                 // wake waiters, so either this sees it or the wake-up reaches this wait.
                 if self.conn.is_closed() {
-                    return Ok(Vec::new());
+                    return Err(Error::Closed);
                 }
                 let stream = streams
                     .get_mut(&self.stream)
@@ -272,15 +272,15 @@ impl BroadcastConsumer {
 
 #[async_trait]
 impl StreamConsumer for BroadcastConsumer {
-    /// Returns `Ok(vec![])` once the transport handle is closed, and after waiting about a
-    /// second with nothing to deliver.
+    /// Returns `Err(Error::Closed)` once the transport handle is closed, and `Ok(vec![])` after
+    /// waiting about a second with nothing to deliver.
     async fn fetch(&self, max: usize) -> Result<Vec<Delivery>> {
         let give_up = Instant::now() + MAX_WAIT;
         loop {
             let notified = {
                 let mut streams = lock(&self.shared.streams);
                 if self.conn.is_closed() {
-                    return Ok(Vec::new());
+                    return Err(Error::Closed);
                 }
                 let Some(stream) = streams.get_mut(&self.stream) else {
                     return Ok(Vec::new());
@@ -289,7 +289,7 @@ impl StreamConsumer for BroadcastConsumer {
                     entries, readers, ..
                 } = &mut *stream;
                 let Some(reader) = readers.iter_mut().find(|r| r.id == self.id) else {
-                    return Ok(Vec::new()); // removed by close()
+                    return Err(Error::Closed); // removed by close()
                 };
                 let start = position_after(entries, reader.last);
                 let out: Vec<Delivery> = entries

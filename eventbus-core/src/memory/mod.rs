@@ -224,7 +224,11 @@ impl Transport for MemoryTransport {
 
     async fn dead_letter(&self, letter: DeadLetter) -> Result<()> {
         self.ensure_open()?;
-        self.append(&letter.dlq, letter.to_fields(), None);
+        self.append(
+            &letter.dlq,
+            letter.to_fields(),
+            Some(crate::transport::DEAD_LETTER_MAX_LEN),
+        );
         Ok(())
     }
 

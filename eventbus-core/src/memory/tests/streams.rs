@@ -239,7 +239,7 @@ async fn broadcast_readers_each_see_every_later_entry() {
 }
 
 #[tokio::test]
-async fn fetch_waits_for_a_publish_and_returns_empty_after_close() {
+async fn fetch_waits_for_a_publish_and_fails_with_closed_after_close() {
     let redis = MemoryTransport::new();
     let t = redis.clone();
     let c = t.consume(group(ORDERS, "billing", "c1")).await.unwrap();
@@ -261,9 +261,11 @@ async fn fetch_waits_for_a_publish_and_returns_empty_after_close() {
     let batch = tokio::time::timeout(Duration::from_millis(500), blocked)
         .await
         .expect("close wakes the fetch")
-        .unwrap()
         .unwrap();
-    assert!(batch.is_empty());
+    assert!(
+        matches!(batch, Err(crate::Error::Closed)),
+        "a closed consumer says so instead of returning empty batches forever: {batch:?}"
+    );
     assert_eq!(
         redis.pending(ORDERS, "billing").len(),
         1,
