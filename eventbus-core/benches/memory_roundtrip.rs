@@ -120,26 +120,23 @@ async fn setup() -> (Bus, Arc<AtomicUsize>) {
         .build()
         .expect("valid config");
     let seen = Arc::new(AtomicUsize::new(0));
-    let (a, b) = (seen.clone(), seen.clone());
-    bus.subscribe(move |ev: OrderPlacedLive| {
-        let seen = a.clone();
-        async move {
-            std::hint::black_box(&ev);
-            seen.fetch_add(1, Ordering::Relaxed);
-        }
-    })
-    .await
-    .expect("subscribe");
-    bus.subscribe(move |ev: OrderPlaced| {
-        let seen = b.clone();
-        async move {
-            std::hint::black_box(&ev);
-            seen.fetch_add(1, Ordering::Relaxed);
-        }
-    })
-    .await
-    .expect("subscribe");
+    count::<OrderPlacedLive>(&bus, &seen).await;
+    count::<OrderPlaced>(&bus, &seen).await;
     (bus, seen)
+}
+
+/// Subscribes a handler that counts the events of type `E` it receives.
+async fn count<E: Event<Reply = ()>>(bus: &Bus, seen: &Arc<AtomicUsize>) {
+    let seen = seen.clone();
+    bus.subscribe(move |ev: E| {
+        let seen = seen.clone();
+        async move {
+            std::hint::black_box(&ev);
+            seen.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+    .await
+    .expect("subscribe");
 }
 
 async fn round_trip<E: Event>(bus: &Bus, events: &[E]) {

@@ -44,3 +44,16 @@ impl Ctxt {
         Err(errors.iter().map(syn::Error::to_compile_error).collect())
     }
 }
+
+/// The tokens of `generics` to point an error at, when there are any: the parameters, or a
+/// lone `where` clause. Both macros refuse generics.
+pub(crate) fn generics_span(generics: &syn::Generics) -> Option<proc_macro2::TokenStream> {
+    if generics.params.is_empty() {
+        generics
+            .where_clause
+            .as_ref()
+            .map(quote::ToTokens::to_token_stream)
+    } else {
+        Some(quote::ToTokens::to_token_stream(generics))
+    }
+}

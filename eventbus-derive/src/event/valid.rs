@@ -86,15 +86,7 @@ fn shape(cx: &Ctxt, input: &Input<'_>) {
             "an event cannot be a union: it is sent as JSON; use a struct or an enum",
         );
     }
-    let g = input.generics;
-    let generics = if g.params.is_empty() {
-        g.where_clause
-            .as_ref()
-            .map(quote::ToTokens::to_token_stream)
-    } else {
-        Some(quote::ToTokens::to_token_stream(g))
-    };
-    if let Some(generics) = generics {
+    if let Some(generics) = crate::ctxt::generics_span(input.generics) {
         cx.error_spanned_by(
             generics,
             "event types cannot be generic: the channel name must be known at compile time; \

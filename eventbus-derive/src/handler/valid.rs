@@ -119,15 +119,7 @@ fn qualifiers(cx: &Ctxt, sig: &Signature) {
             "a handler cannot declare an ABI: it is called from Rust",
         );
     }
-    let g = &sig.generics;
-    let generics = if g.params.is_empty() {
-        g.where_clause
-            .as_ref()
-            .map(quote::ToTokens::to_token_stream)
-    } else {
-        Some(quote::ToTokens::to_token_stream(g))
-    };
-    if let Some(generics) = generics {
+    if let Some(generics) = crate::ctxt::generics_span(&sig.generics) {
         cx.error_spanned_by(
             generics,
             "a handler cannot be generic: it is registered for one concrete event type; write one \

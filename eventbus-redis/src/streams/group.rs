@@ -126,17 +126,7 @@ impl GroupConsumer {
             .next_claim
             .saturating_duration_since(Instant::now())
             .min(self.inner.options.block);
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&self.group)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(max)
-            .arg("BLOCK")
-            .arg(block_millis(wait))
-            .arg("STREAMS")
-            .arg(&self.stream)
-            .arg(">");
+        let cmd = self.xreadgroup(max, Some(block_millis(wait)), ">");
         let value = st
             .reader
             .cmd(&cmd)
@@ -146,6 +136,21 @@ impl GroupConsumer {
         Ok(self.deliveries(entries.into_iter().map(|e| (e, 1))))
     }
 
+    /// `XREADGROUP GROUP <group> <consumer> COUNT <max> [BLOCK <ms>] STREAMS <stream> <id>`.
+    fn xreadgroup(&self, max: usize, block_ms: Option<u64>, id: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(max);
+        if let Some(ms) = block_ms {
+            cmd.arg("BLOCK").arg(ms);
+        }
+        cmd.arg("STREAMS").arg(&self.stream).arg(id);
+        cmd
+    }
+
     /// Step 1: what this consumer name read before and never acknowledged.
     async fn own_pending(
         &self,
@@ -153,15 +158,7 @@ impl GroupConsumer {
         cursor: &str,
         max: usize,
     ) -> Result<Vec<Delivery>, Failure> {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&self.group)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(max)
-            .arg("STREAMS")
-            .arg(&self.stream)
-            .arg(cursor);
+        let cmd = self.xreadgroup(max, None, cursor);
         let value = st
             .reader
             .cmd(&cmd)
