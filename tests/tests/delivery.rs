@@ -785,3 +785,64 @@ async fn an_entry_delivered_more_than_max_deliveries_is_dead_lettered_without_ca
         dead[0].reason
     );
 }
+
+#[tokio::test]
+async fn hostile_payloads_are_dead_lettered_with_a_reason_and_consuming_goes_on() {
+    let bus = Bus::builder()
+        .configure(|c| c.max_payload_bytes = 64 * 1024)
+        .build()
+        .unwrap();
+    let seen = record::<OrderCreated>(&bus, fast_retries(), |e| e.n).await;
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let hostile: Vec<Vec<u8>> = vec![
+        vec![0xff, 0xfe, 0x00, 0x80],  // random bytes
+        b"{\"n\":\xff}".to_vec(),      // invalid UTF-8
+        b"{\"n\":\"seven\"}".to_vec(), // wrong shape
+        b"{\"n\":1".to_vec(),          // truncated
+        deep.into_bytes(),             // deeply nested
+        vec![b' '; 100 * 1024],        // over the size limit
+    ];
+    // Stream entries as a foreign producer could write them: a valid envelope, hostile `data`.
+    for payload in &hostile {
+        let entry = Encoded {
+            meta: Metadata {
+                id: "hostile".into(),
+                event_type: "test.orders.OrderCreated".into(),
+                ..Metadata::default()
+            },
+            data: bytes::Bytes::copy_from_slice(payload),
+        };
+        bus.transport()
+            .publish(Outgoing {
+                channel: bus.channel_of::<OrderCreated>(),
+                durability: Durability::Durable,
+                max_len: None,
+                message: entry,
+            })
+            .await
+            .unwrap();
+    }
+    bus.publish(&OrderCreated { n: 42 }).await.unwrap();
+    bus.settle().await;
+    assert_eq!(
+        sorted(&seen),
+        vec![42],
+        "the good event after them was handled"
+    );
+    let dead = dead_letters::<OrderCreated>(&bus).await.unwrap();
+    assert_eq!(
+        dead.len(),
+        hostile.len(),
+        "every hostile entry dead-lettered"
+    );
+    for letter in &dead {
+        assert_eq!(letter.deliveries, 1, "never retried: {}", letter.reason);
+        assert!(letter.event.is_err(), "{}", letter.reason);
+    }
+    assert!(
+        dead.iter()
+            .any(|d| d.reason.contains("exceeds the limit of 65536 bytes")),
+        "the size limit is enforced on receive"
+    );
+    assert_eq!(bus.stats().undecodable, hostile.len() as u64);
+}

@@ -1,0 +1,107 @@
+//! Property tests of the envelope decoder: whatever bytes a peer sends, decoding returns a value
+//! or a `DecodeError`, never a panic, and what eventbus encodes always decodes back.
+#![allow(missing_docs)]
+
+use bytes::Bytes;
+use eventbus_core::envelope::{Encoded, Metadata, WireBody, decode};
+use proptest::prelude::*;
+
+/// Field names a peer might send: the known attributes (duplicates included) and others.
+fn field_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("specversion".to_string()),
+        Just("id".to_string()),
+        Just("type".to_string()),
+        Just("source".to_string()),
+        Just("time".to_string()),
+        Just("datacontenttype".to_string()),
+        Just("dataversion".to_string()),
+        Just("data".to_string()),
+        Just("data_base64".to_string()),
+        "[a-z]{1,8}",
+    ]
+}
+
+fn field_value() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(b"1.0".to_vec()),
+        Just(b"{\"n\":1}".to_vec()),
+        Just(b"application/json".to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..64),
+    ]
+}
+
+/// JSON-ish documents: envelopes with random attribute values, nested data, broken endings.
+fn json_doc() -> impl Strategy<Value = Vec<u8>> {
+    let value = prop_oneof![
+        Just("\"1.0\"".to_string()),
+        Just("null".to_string()),
+        Just("12".to_string()),
+        Just("{\"a\":[1,{\"b\":\"}\"}]}".to_string()),
+        "\"[^\"\\\\]{0,12}\"",
+        "[\\[\\]{}\",:0-9a-z\\\\]{0,16}",
+    ];
+    let member = (field_name(), value).prop_map(|(k, v)| format!("\"{k}\":{v}"));
+    (proptest::collection::vec(member, 0..10), any::<bool>()).prop_map(|(members, cut)| {
+        let doc = format!("{{{}}}", members.join(","));
+        let mut bytes = doc.into_bytes();
+        if cut && !bytes.is_empty() {
+            bytes.truncate(bytes.len() / 2);
+        }
+        bytes
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode("hostile", &WireBody::Json(Bytes::from(bytes)));
+    }
+
+    #[test]
+    fn json_like_documents_never_panic(doc in json_doc()) {
+        if let Ok(decoded) = decode("hostile", &WireBody::Json(Bytes::from(doc))) {
+            let _ = decoded.payload::<serde_json::Value>("hostile");
+        }
+    }
+
+    #[test]
+    fn random_stream_fields_never_panic(
+        fields in proptest::collection::vec((field_name(), field_value()), 0..12)
+    ) {
+        let fields = fields.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect();
+        if let Ok(decoded) = decode("hostile", &WireBody::Fields(fields)) {
+            let _ = decoded.payload::<serde_json::Value>("hostile");
+        }
+    }
+
+    #[test]
+    fn what_is_encoded_decodes_back(
+        id in "[ -~]{1,40}",
+        source in "[ -~]{0,20}",
+        ty in "[a-zA-Z.]{1,30}",
+        header in "[ -~]{0,20}",
+        n in any::<i64>(),
+        text in ".{0,40}",
+    ) {
+        let meta = Metadata {
+            id,
+            source,
+            event_type: ty,
+            headers: [("tenant".to_string(), header)].into(),
+            ..Metadata::default()
+        };
+        let payload = serde_json::json!({ "n": n, "text": text });
+        let enc = Encoded::new(meta.clone(), &payload).unwrap();
+        let json = decode("c", &WireBody::Json(Bytes::from(enc.to_json()))).unwrap();
+        prop_assert_eq!(&json.meta.id, &meta.id);
+        prop_assert_eq!(&json.meta.headers, &meta.headers);
+        prop_assert_eq!(json.payload::<serde_json::Value>("c").unwrap(), payload.clone());
+        let fields = enc.to_fields().into_iter().map(|(k, v)| (k.into_owned(), v)).collect();
+        let from_fields = decode("c", &WireBody::Fields(fields)).unwrap();
+        prop_assert_eq!(&from_fields.meta.source, &meta.source);
+        prop_assert_eq!(from_fields.payload::<serde_json::Value>("c").unwrap(), payload);
+    }
+}
