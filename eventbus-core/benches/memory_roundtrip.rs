@@ -47,66 +47,57 @@ pub struct Item {
     pub price_cents: u64,
 }
 
-/// The ~200-byte order event of BENCH.md.
+/// The ~200-byte order of BENCH.md.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Order {
+    pub order_id: String,
+    pub customer_id: String,
+    pub amount_cents: u64,
+    pub currency: String,
+    pub items: Vec<Item>,
+    pub created_at: String,
+}
+
+/// The order as an ephemeral event (pub/sub); same JSON as the order itself.
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(transparent)]
 #[event(ephemeral, name = "bench.orders.OrderPlacedLive")]
-pub struct OrderPlacedLive {
-    pub order_id: String,
-    pub customer_id: String,
-    pub amount_cents: u64,
-    pub currency: String,
-    pub items: Vec<Item>,
-    pub created_at: String,
-}
+pub struct OrderPlacedLive(pub Order);
 
-/// The same event, durable (stream log with a consumer group and acks).
+/// The order as a durable event (stream log with a consumer group and acks).
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(transparent)]
 #[event(name = "bench.orders.OrderPlaced")]
-pub struct OrderPlaced {
-    pub order_id: String,
-    pub customer_id: String,
-    pub amount_cents: u64,
-    pub currency: String,
-    pub items: Vec<Item>,
-    pub created_at: String,
-}
+pub struct OrderPlaced(pub Order);
 
-fn items() -> Vec<Item> {
-    vec![
-        Item {
-            sku: "SKU-100234".into(),
-            qty: 2,
-            price_cents: 1299,
-        },
-        Item {
-            sku: "SKU-200871".into(),
-            qty: 1,
-            price_cents: 2401,
-        },
-    ]
-}
-
-fn live(i: u64) -> OrderPlacedLive {
-    OrderPlacedLive {
+fn order(i: u64) -> Order {
+    Order {
         order_id: format!("ord-{i:012}"),
         customer_id: "cus-0000004711".into(),
         amount_cents: 4999,
         currency: "EUR".into(),
-        items: items(),
+        items: vec![
+            Item {
+                sku: "SKU-100234".into(),
+                qty: 2,
+                price_cents: 1299,
+            },
+            Item {
+                sku: "SKU-200871".into(),
+                qty: 1,
+                price_cents: 2401,
+            },
+        ],
         created_at: "2026-11-24T12:00:00.000Z".into(),
     }
 }
 
+fn live(i: u64) -> OrderPlacedLive {
+    OrderPlacedLive(order(i))
+}
+
 fn durable(i: u64) -> OrderPlaced {
-    let l = live(i);
-    OrderPlaced {
-        order_id: l.order_id,
-        customer_id: l.customer_id,
-        amount_cents: l.amount_cents,
-        currency: l.currency,
-        items: l.items,
-        created_at: l.created_at,
-    }
+    OrderPlaced(order(i))
 }
 
 const BATCH: u64 = 1_000;
