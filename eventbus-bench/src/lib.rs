@@ -1,4 +1,4 @@
-//! Shared pieces of the two benchmark commands of `../shared/BENCH.md`: the ~200-byte order
+//! Shared pieces of the two benchmark commands (scenarios in README.md): the ~200-byte order
 //! event (same struct, same values for both), the command line, the progress counters with
 //! bounded waits, latency percentiles and the one-line JSON report of the contender contract.
 //!
@@ -23,7 +23,7 @@ pub struct Item {
     pub price_cents: u64,
 }
 
-/// The order event of BENCH.md: ids, amount, currency, two items, a timestamp. About 210 bytes
+/// The order event of the benchmarks: ids, amount, currency, two items, a timestamp. About 210 bytes
 /// of JSON. `sent_ns` is the send time in ns since the process epoch ([`now_ns`]), so S2 can
 /// measure latency at the subscriber.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -74,7 +74,7 @@ pub fn now_ns() -> u64 {
     u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The scenarios of BENCH.md.
+/// The benchmark scenarios (S1-S6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scenario {
     S1,

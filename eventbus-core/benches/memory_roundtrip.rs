@@ -1,4 +1,4 @@
-//! S6 of BENCH.md: the in-memory bus, publish -> handler round trip with the ~200-byte order
+//! S6 of the benchmark suite (eventbus-bench/README.md): the in-memory bus, publish -> handler round trip with the ~200-byte order
 //! event, JSON both ways, on one core (current-thread runtime).
 //!
 //! `cargo bench -p eventbus-core --bench memory_roundtrip` prints events/s (criterion
@@ -47,7 +47,7 @@ pub struct Item {
     pub price_cents: u64,
 }
 
-/// The ~200-byte order of BENCH.md.
+/// The ~200-byte order of the benchmark suite.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Order {
     pub order_id: String,

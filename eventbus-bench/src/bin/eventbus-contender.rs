@@ -1,4 +1,4 @@
-//! The eventbus contender of BENCH.md: S1-S4 through eventbus's public API only (derive,
+//! The eventbus contender: S1-S4 through eventbus's public API only (derive,
 //! `Bus::builder().transport(RedisTransport::connect(url))`, `subscribe`, `subscribe_with`,
 //! `publish`, `publish_all`), plus S5 (backlog memory) and S6 (in-memory bus).
 //!

@@ -1,4 +1,4 @@
-//! The reference of BENCH.md: S1-S4 written by hand with raw redis-rs, as a careful user would
+//! The reference: S1-S4 written by hand with raw redis-rs, as a careful user would
 //! without eventbus. A typed struct serialized with serde_json both ways, one multiplexed
 //! connection for publishing (pipelined or concurrent), a dedicated async `PubSub` connection
 //! for the subscriber, and for streams `XGROUP CREATE … MKSTREAM`, `XADD`,
