@@ -207,18 +207,7 @@ async fn subscriptions_come_back_after_the_server_restarts() {
 
     server.restart();
 
-    // Messages published while the subscription is being restored are lost (at most once):
-    // publish until one arrives.
-    let mut n = 0;
-    let back = wait_until_async(PATIENCE, async || {
-        n += 1;
-        let _ = publisher
-            .publish(&ChatMessage {
-                text: format!("after-{n}"),
-            })
-            .await;
-        // Give the message time to arrive before the next one is sent.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let back = publish_until(&publisher, || {
         rec.items().iter().any(|t| t.starts_with("after-"))
     })
     .await;
@@ -301,17 +290,25 @@ async fn subscriptions_come_back_after_an_outage_longer_than_the_reconnect_attem
     server.resume();
 
     let publisher = bus(&server.url(), &ns).await;
+    let back = publish_until(&publisher, || rec.len() > 0).await;
+    assert!(back, "the subscriber never received again after the outage");
+}
+
+/// Publishes `after-N` chat messages until `arrived()` holds; false after `PATIENCE`. Messages
+/// published while a subscription is being restored are lost (pub/sub is at most once), so one
+/// message is not enough to tell whether the subscriber is back.
+async fn publish_until(publisher: &Bus, arrived: impl Fn() -> bool) -> bool {
     let mut n = 0;
-    let back = wait_until_async(PATIENCE, async || {
+    wait_until_async(PATIENCE, async || {
         n += 1;
         let _ = publisher
             .publish(&ChatMessage {
                 text: format!("after-{n}"),
             })
             .await;
+        // Give the message time to arrive before the next one is sent.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        rec.len() > 0
+        arrived()
     })
-    .await;
-    assert!(back, "the subscriber never received again after the outage");
+    .await
 }
