@@ -6,11 +6,13 @@
 //!   `{"specversion":"1.0","id":"…","source":"billing","type":"shop.orders.OrderCreated",
 //!   "time":"2026-11-24T12:00:00.000000Z","datacontenttype":"application/json","dataversion":1,
 //!   "correlationid":"…","data":{…}}`
-//! * in a stream entry, the same attributes as entry fields, `data` holding the payload JSON.
+//! * in a stream entry, the same document in the one field `event`.
 //!
 //! A payload without envelope (a JSON document with no `specversion`, as sent by
 //! `redis-cli PUBLISH ch '{"order_id":"o-1"}'`, or a stream entry with only a `data` field) is
-//! accepted as `data`. Both transports (memory and Redis) go through this one codec, so a type
+//! accepted as `data`. A stream entry whose attributes are separate fields (`specversion`, `id`,
+//! `type`, …, `data`: CloudEvents binary mode) is accepted as well. Both transports (memory and
+//! Redis) go through this one codec, so a type
 //! that does not survive the trip fails in a unit test, not in production.
 
 use std::borrow::Cow;
@@ -28,6 +30,8 @@ use crate::error::DecodeError;
 pub const SPEC_VERSION: &str = "1.0";
 /// The content type of `data`.
 pub const JSON_CONTENT_TYPE: &str = "application/json";
+/// The stream entry field that holds the whole CloudEvents JSON document.
+pub const EVENT_FIELD: &str = "event";
 
 /// The attributes of one message: CloudEvents context attributes plus extensions.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -121,9 +125,17 @@ impl Encoded {
         out
     }
 
-    /// Stream mode: attributes as entry fields, `data` last. Every attribute value is a slice of
-    /// one buffer: one allocation, not one per attribute.
+    /// Stream mode: the entry's one field, [`EVENT_FIELD`], holding the same CloudEvents JSON
+    /// document as [`Encoded::to_json`]. One field instead of one per attribute: Redis stores,
+    /// sends and parses one value per entry (an entry with 8 fields halves the stream throughput
+    /// of Redis and of the client parsing the reply), and every carrier holds one format.
     pub fn to_fields(&self) -> Vec<(Cow<'static, str>, Bytes)> {
+        vec![(Cow::Borrowed(EVENT_FIELD), Bytes::from(self.to_json()))]
+    }
+
+    /// Binary mode (the layout of earlier versions, still decoded): attributes as entry fields,
+    /// `data` last. Every attribute value is a slice of one buffer.
+    pub fn to_attribute_fields(&self) -> Vec<(Cow<'static, str>, Bytes)> {
         let mut buf = Vec::with_capacity(192);
         let mut spans = Vec::with_capacity(10 + self.meta.headers.len());
         self.for_each_attribute(|name, value| {
@@ -310,6 +322,11 @@ fn decode_json(channel: &str, bytes: &Bytes) -> Result<Decoded, DecodeError> {
 }
 
 fn decode_fields(channel: &str, fields: &[(String, Bytes)]) -> Result<Decoded, DecodeError> {
+    // The layout eventbus writes: one `event` field with the structured document (the last one
+    // wins if a foreign producer wrote several).
+    if let Some((_, event)) = fields.iter().rev().find(|(k, _)| k == EVENT_FIELD) {
+        return decode_json(channel, event);
+    }
     let excerpt = || {
         WireBody::Fields(fields.to_vec())
             .excerpt_source()
@@ -337,7 +354,7 @@ fn decode_fields(channel: &str, fields: &[(String, Bytes)]) -> Result<Decoded, D
     let Some(data) = data_field.cloned() else {
         return Err(DecodeError::new(
             channel,
-            "stream entry has no `data` field",
+            "stream entry has neither an `event` nor a `data` field",
             &excerpt(),
         ));
     };
@@ -591,15 +608,22 @@ mod tests {
     #[test]
     fn fields_round_trip_keeps_every_attribute() {
         let enc = sample();
-        let fields = enc
-            .to_fields()
-            .into_iter()
-            .map(|(k, v)| (k.into_owned(), v))
-            .collect();
-        let dec = decode("a.B", &WireBody::Fields(fields)).unwrap();
-        assert_eq!(dec.meta.headers["tenant"], "ac\"me");
-        assert_eq!(dec.meta.data_version, Some(2));
-        assert_eq!(&dec.data[..], b"{\"x\":1}");
+        let owned = |f: Vec<(Cow<'static, str>, Bytes)>| {
+            f.into_iter()
+                .map(|(k, v)| (k.into_owned(), v))
+                .collect::<Vec<_>>()
+        };
+        let one = owned(enc.to_fields());
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].0, EVENT_FIELD);
+        assert_eq!(&one[0].1[..], &enc.to_json()[..]);
+        for fields in [one, owned(enc.to_attribute_fields())] {
+            let dec = decode("a.B", &WireBody::Fields(fields)).unwrap();
+            assert_eq!(dec.meta.headers["tenant"], "ac\"me");
+            assert_eq!(dec.meta.data_version, Some(2));
+            assert_eq!(dec.meta.correlation_id.as_deref(), Some("c-1"));
+            assert_eq!(&dec.data[..], b"{\"x\":1}");
+        }
     }
 
     #[test]
@@ -637,7 +661,7 @@ mod tests {
             &WireBody::Fields(vec![("order".into(), Bytes::from_static(b"1"))]),
         )
         .unwrap_err();
-        assert!(e.reason.contains("no `data` field"), "{e}");
+        assert!(e.reason.contains("neither an `event` nor a `data` field"), "{e}");
     }
 
     #[test]

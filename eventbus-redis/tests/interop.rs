@@ -135,20 +135,56 @@ async fn what_eventbus_publishes_is_plain_cloudevents_json() {
     assert_eq!(entries.len(), 1);
     let (id, fields) = &entries[0];
     assert_eq!(Some(id), receipt.stream_id.as_ref());
-    let field = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("no field {name} in {fields:?}"))
-    };
-    assert_eq!(field("specversion"), "1.0");
-    assert_eq!(field("type"), "shop.OrderCreated");
-    assert_eq!(field("id"), receipt.event_id);
-    let data: serde_json::Value = serde_json::from_str(&field("data")).unwrap();
+    // One field, `event`: the same CloudEvents JSON document a pub/sub subscriber gets.
+    assert_eq!(fields.len(), 1, "{fields:?}");
+    assert_eq!(fields[0].0, "event");
+    let doc: serde_json::Value = serde_json::from_str(&fields[0].1).unwrap();
+    assert_eq!(doc["specversion"], "1.0");
+    assert_eq!(doc["type"], "shop.OrderCreated");
+    assert_eq!(doc["source"], "billing-service");
+    assert_eq!(doc["id"], receipt.event_id);
     assert_eq!(
-        data,
+        doc["data"],
         serde_json::json!({ "order_id": 1, "amount_cents": 250 })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_producer_may_write_attributes_as_fields() {
+    let server = RedisServer::start();
+    let ns = namespace("binary-mode");
+    let b = bus(&server.url(), &ns).await;
+    let orders = Recorder::default();
+    let o = orders.clone();
+    b.subscribe(move |ev: OrderCreated, ctx: Context| {
+        let o = o.clone();
+        async move {
+            o.push((ev, ctx.metadata().id.clone(), ctx.metadata().source.clone()));
+        }
+    })
+    .await
+    .unwrap();
+    // CloudEvents binary mode: one field per attribute, the payload in `data`.
+    let mut raw = plain(&server.url()).await;
+    let _: String = redis::cmd("XADD")
+        .arg(b.channel_of::<OrderCreated>())
+        .arg("*")
+        .arg(&[
+            ("specversion", "1.0"),
+            ("id", "py-1"),
+            ("source", "python-checkout"),
+            ("type", "shop.OrderCreated"),
+            ("data", r#"{"order_id":7,"amount_cents":70}"#),
+        ])
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(wait_until(PATIENCE, || orders.len() == 1).await);
+    let (order, id, source) = orders.items().remove(0);
+    assert_eq!(order.order_id, 7);
+    assert_eq!(
+        (id.as_str(), source.as_str()),
+        ("py-1", "python-checkout")
     );
 }
 

@@ -268,9 +268,11 @@ impl Transport for MemoryTransport {
             ));
         }
         stream.delete(entry_id, &self.shared.activity);
+        let event_id = crate::envelope::decode(&letter.channel, &letter.body)
+            .map(|d| d.meta.id)
+            .unwrap_or_default();
         match letter.body {
             WireBody::Fields(fields) => {
-                let event_id = field(&fields, "id");
                 let fields =
                     streams::pack(fields.into_iter().map(|(k, v)| (k.into(), v)).collect());
                 let stream = streams.get_or_create(&letter.channel);
@@ -284,10 +286,6 @@ impl Transport for MemoryTransport {
             }
             WireBody::Json(body) => {
                 drop(streams);
-                let event_id =
-                    crate::envelope::decode(&letter.channel, &WireBody::Json(body.clone()))
-                        .map(|d| d.meta.id)
-                        .unwrap_or_default();
                 let n = self
                     .shared
                     .pubsub
@@ -325,11 +323,3 @@ impl Transport for MemoryTransport {
     }
 }
 
-/// The text of field `name`, or an empty string.
-fn field(fields: &[(String, Bytes)], name: &str) -> String {
-    fields
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-        .unwrap_or_default()
-}

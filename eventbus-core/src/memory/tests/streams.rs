@@ -27,8 +27,12 @@ async fn entry_ids_increase_and_receipts_carry_them() {
     let entries = t.stream_entries(ORDERS);
     assert_eq!(entries.len(), 50);
     let (_, fields) = &entries[0];
-    assert_eq!(fields.last().map(|(k, _)| k.as_str()), Some("data"));
-    assert!(fields.iter().any(|(k, v)| k == "id" && v == "ev-0"));
+    // One field, `event`, holding the CloudEvents JSON document.
+    assert_eq!(fields.len(), 1);
+    assert_eq!(fields[0].0, "event");
+    let doc: serde_json::Value = serde_json::from_slice(&fields[0].1).unwrap();
+    assert_eq!(doc["id"], "ev-0");
+    assert_eq!(doc["specversion"], "1.0");
 }
 
 #[tokio::test]
