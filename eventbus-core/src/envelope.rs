@@ -12,8 +12,8 @@
 //! `redis-cli PUBLISH ch '{"order_id":"o-1"}'`, or a stream entry with only a `data` field) is
 //! accepted as `data`. A stream entry whose attributes are separate fields (`specversion`, `id`,
 //! `type`, …, `data`: CloudEvents binary mode) is accepted as well. Both transports (memory and
-//! Redis) go through this one codec, so a type
-//! that does not survive the trip fails in a unit test, not in production.
+//! Redis) go through this one codec, so a type that does not survive the trip fails in a unit
+//! test, not in production.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -661,7 +661,10 @@ mod tests {
             &WireBody::Fields(vec![("order".into(), Bytes::from_static(b"1"))]),
         )
         .unwrap_err();
-        assert!(e.reason.contains("neither an `event` nor a `data` field"), "{e}");
+        assert!(
+            e.reason.contains("neither an `event` nor a `data` field"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -182,10 +182,7 @@ async fn a_foreign_producer_may_write_attributes_as_fields() {
     assert!(wait_until(PATIENCE, || orders.len() == 1).await);
     let (order, id, source) = orders.items().remove(0);
     assert_eq!(order.order_id, 7);
-    assert_eq!(
-        (id.as_str(), source.as_str()),
-        ("py-1", "python-checkout")
-    );
+    assert_eq!((id.as_str(), source.as_str()), ("py-1", "python-checkout"));
 }
 
 async fn builder_with_source(url: &str, ns: &str) -> Bus {

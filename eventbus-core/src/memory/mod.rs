@@ -322,4 +322,3 @@ impl Transport for MemoryTransport {
         }
     }
 }
-
