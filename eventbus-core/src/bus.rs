@@ -433,10 +433,10 @@ impl Bus {
                 event: E::DESCRIPTOR.rust_type,
                 source,
             })?;
-        if message.data.len() > self.inner.config.max_payload_bytes {
+        if message.data_len() > self.inner.config.max_payload_bytes {
             return Err(Error::PayloadTooLarge {
                 channel: physical,
-                size: message.data.len(),
+                size: message.data_len(),
                 limit: self.inner.config.max_payload_bytes,
             });
         }
@@ -461,8 +461,8 @@ impl Bus {
             }
             rec.push_back(Recorded {
                 rust_type,
-                meta: out.message.meta.clone(),
-                data: out.message.data.clone(),
+                meta: out.message.meta().clone(),
+                data: out.message.data(),
             });
         }
     }
@@ -866,7 +866,7 @@ impl Bus {
         opts.reply_to = None;
         let ctx = crate::Context::new(
             self.clone(),
-            out.message.meta.clone(),
+            out.message.meta().clone(),
             out.channel.clone(),
             1,
             None,
@@ -876,7 +876,7 @@ impl Bus {
             event: E::DESCRIPTOR.rust_type,
             message,
         };
-        match (reg.make)()(out.message.data.clone(), ctx).await {
+        match (reg.make)()(out.message.data(), ctx).await {
             Ok(reply) => {
                 let reply = reply.unwrap_or_else(|| Bytes::from_static(b"null"));
                 serde_json::from_slice(&reply)

@@ -18,6 +18,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -79,50 +80,62 @@ pub fn is_reserved_attribute(name: &str) -> bool {
     KNOWN.contains(&name) || name == "data_base64" || name == "dataschema" || name == "subject"
 }
 
-/// An encoded event ready for a transport: attributes plus the JSON of the payload.
+/// An encoded event ready for a transport: its attributes and the CloudEvents JSON document
+/// written once, with the payload JSON as a slice of that document (no copy per transport).
 #[derive(Clone, Debug)]
 pub struct Encoded {
-    /// The attributes.
-    pub meta: Metadata,
-    /// The payload serialized as JSON.
-    pub data: Bytes,
+    meta: Metadata,
+    document: Bytes,
+    data: Range<usize>,
 }
 
 impl Encoded {
-    /// Serializes `event` as the payload of a message with these attributes.
+    /// Serializes `event` as the payload of a message with these attributes, straight into the
+    /// document's buffer.
     pub fn new<T: serde::Serialize>(meta: Metadata, event: &T) -> serde_json::Result<Self> {
-        let mut buf = Vec::with_capacity(256);
-        serde_json::to_writer(&mut buf, event)?;
-        Ok(Encoded {
-            meta,
-            data: Bytes::from(buf),
-        })
+        let mut out = Vec::with_capacity(512);
+        let start = write_prefix(&mut out, &meta);
+        serde_json::to_writer(&mut out, event)?;
+        Ok(Self::finish(meta, out, start))
     }
 
-    /// Structured mode: one CloudEvents JSON document (pub/sub payload).
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.data.len() + 256);
-        out.push(b'{');
-        let mut first = true;
-        self.for_each_attribute(|name, value| {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            write_json_str(&mut out, name);
-            out.push(b':');
-            match value {
-                AttrValue::Str(s) => write_json_str(&mut out, s),
-                AttrValue::Int(n) => write_u32(&mut out, n),
-            }
-        });
-        if !first {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"\"data\":");
-        out.extend_from_slice(&self.data);
+    /// A message whose payload is already JSON (written as is, even if it is not valid JSON:
+    /// tests use this to play a foreign producer).
+    pub fn from_data(meta: Metadata, data: &[u8]) -> Self {
+        let mut out = Vec::with_capacity(data.len() + 256);
+        let start = write_prefix(&mut out, &meta);
+        out.extend_from_slice(data);
+        Self::finish(meta, out, start)
+    }
+
+    fn finish(meta: Metadata, mut out: Vec<u8>, start: usize) -> Self {
+        let end = out.len();
         out.push(b'}');
-        out
+        Encoded {
+            meta,
+            document: Bytes::from(out),
+            data: start..end,
+        }
+    }
+
+    /// The attributes.
+    pub fn meta(&self) -> &Metadata {
+        &self.meta
+    }
+
+    /// The payload JSON (a slice of the document).
+    pub fn data(&self) -> Bytes {
+        self.document.slice(self.data.clone())
+    }
+
+    /// The size of the payload JSON in bytes.
+    pub fn data_len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Structured mode: the CloudEvents JSON document (a pub/sub payload).
+    pub fn to_json(&self) -> Bytes {
+        self.document.clone()
     }
 
     /// Stream mode: the entry's one field, [`EVENT_FIELD`], holding the same CloudEvents JSON
@@ -130,7 +143,7 @@ impl Encoded {
     /// sends and parses one value per entry (an entry with 8 fields halves the stream throughput
     /// of Redis and of the client parsing the reply), and every carrier holds one format.
     pub fn to_fields(&self) -> Vec<(Cow<'static, str>, Bytes)> {
-        vec![(Cow::Borrowed(EVENT_FIELD), Bytes::from(self.to_json()))]
+        vec![(Cow::Borrowed(EVENT_FIELD), self.to_json())]
     }
 
     /// Binary mode (the layout of earlier versions, still decoded): attributes as entry fields,
@@ -153,39 +166,58 @@ impl Encoded {
         let buf = Bytes::from(buf);
         let mut fields: Vec<(Cow<'static, str>, Bytes)> =
             spans.into_iter().map(|(k, r)| (k, buf.slice(r))).collect();
-        fields.push((Cow::Borrowed("data"), self.data.clone()));
+        fields.push((Cow::Borrowed("data"), self.data()));
         fields
     }
 
-    fn for_each_attribute<'a>(&'a self, mut f: impl FnMut(&'a str, AttrValue<'a>)) {
-        let m = &self.meta;
-        f("specversion", AttrValue::Str(SPEC_VERSION));
-        f("id", AttrValue::Str(&m.id));
-        f("source", AttrValue::Str(&m.source));
-        f("type", AttrValue::Str(&m.event_type));
-        if let Some(t) = &m.time {
-            f("time", AttrValue::Str(t));
+    fn for_each_attribute<'a>(&'a self, f: impl FnMut(&'a str, AttrValue<'a>)) {
+        for_each_attribute(&self.meta, f)
+    }
+}
+
+/// Writes `{` and every attribute of `meta` followed by `"data":`; returns where `data` starts.
+fn write_prefix(out: &mut Vec<u8>, meta: &Metadata) -> usize {
+    out.push(b'{');
+    for_each_attribute(meta, |name, value| {
+        write_json_str(out, name);
+        out.push(b':');
+        match value {
+            AttrValue::Str(s) => write_json_str(out, s),
+            AttrValue::Int(n) => write_u32(out, n),
         }
-        f(
-            "datacontenttype",
-            AttrValue::Str(m.data_content_type.as_deref().unwrap_or(JSON_CONTENT_TYPE)),
-        );
-        if let Some(v) = m.data_version {
-            f("dataversion", AttrValue::Int(v));
-        }
-        if let Some(v) = &m.correlation_id {
-            f("correlationid", AttrValue::Str(v));
-        }
-        if let Some(v) = &m.causation_id {
-            f("causationid", AttrValue::Str(v));
-        }
-        if let Some(v) = &m.reply_to {
-            f("replyto", AttrValue::Str(v));
-        }
-        for (k, v) in &m.headers {
-            if !is_reserved_attribute(k) {
-                f(k, AttrValue::Str(v));
-            }
+        out.push(b',');
+    });
+    out.extend_from_slice(b"\"data\":");
+    out.len()
+}
+
+fn for_each_attribute<'a>(m: &'a Metadata, mut f: impl FnMut(&'a str, AttrValue<'a>)) {
+    f("specversion", AttrValue::Str(SPEC_VERSION));
+    f("id", AttrValue::Str(&m.id));
+    f("source", AttrValue::Str(&m.source));
+    f("type", AttrValue::Str(&m.event_type));
+    if let Some(t) = &m.time {
+        f("time", AttrValue::Str(t));
+    }
+    f(
+        "datacontenttype",
+        AttrValue::Str(m.data_content_type.as_deref().unwrap_or(JSON_CONTENT_TYPE)),
+    );
+    if let Some(v) = m.data_version {
+        f("dataversion", AttrValue::Int(v));
+    }
+    if let Some(v) = &m.correlation_id {
+        f("correlationid", AttrValue::Str(v));
+    }
+    if let Some(v) = &m.causation_id {
+        f("causationid", AttrValue::Str(v));
+    }
+    if let Some(v) = &m.reply_to {
+        f("replyto", AttrValue::Str(v));
+    }
+    for (k, v) in &m.headers {
+        if !is_reserved_attribute(k) {
+            f(k, AttrValue::Str(v));
         }
     }
 }

@@ -99,7 +99,7 @@ pub(crate) async fn request<Q: Request>(
         ..PublishOptions::default()
     };
     let out = bus.outgoing(request, &opts)?;
-    let id = out.message.meta.id.clone();
+    let id = out.message.meta().id.clone();
     let channel = out.channel.clone();
     let (tx, rx) = oneshot::channel();
     lock(&router.waiting).insert(id.clone(), tx);
@@ -175,7 +175,7 @@ pub(crate) async fn send(
             channel: to.to_owned(),
             durability: Durability::Ephemeral,
             max_len: None,
-            message: Encoded { meta, data },
+            message: Encoded::from_data(meta, &data),
         })
         .await
         .map(|_| ())

@@ -38,7 +38,7 @@ fn command(message: &Outgoing) -> redis::Cmd {
     match message.durability {
         Durability::Ephemeral => {
             let mut cmd = redis::cmd("PUBLISH");
-            cmd.arg(&message.channel).arg(message.message.to_json());
+            cmd.arg(&message.channel).arg(&message.message.to_json()[..]);
             cmd
         }
         Durability::Durable => xadd(
@@ -59,7 +59,7 @@ fn describe(message: &Outgoing) -> String {
 /// The receipt of `message` from the command's reply.
 fn receipt(message: &Outgoing, value: &Value) -> Result<Receipt> {
     let mut receipt = Receipt {
-        event_id: message.message.meta.id.clone(),
+        event_id: message.message.meta().id.clone(),
         channel: message.channel.clone(),
         stream_id: None,
         receivers: None,

@@ -352,15 +352,15 @@ async fn undecodable_payload_is_dead_lettered_at_once_without_blocking_the_next(
     let bus = Bus::memory();
     let seen = record::<OrderCreated>(&bus, fast_retries(), |e| e.n).await;
     // A stream entry whose `data` is JSON of the wrong shape, as a foreign producer might write.
-    let garbage = Encoded {
-        meta: Metadata {
+    let garbage = Encoded::from_data(
+        Metadata {
             id: "bad-1".into(),
             source: "elsewhere".into(),
             event_type: "test.orders.OrderCreated".into(),
             ..Metadata::default()
         },
-        data: bytes::Bytes::from_static(b"{\"n\":\"not a number\"}"),
-    };
+        b"{\"n\":\"not a number\"}",
+    );
     bus.transport()
         .publish(Outgoing {
             channel: bus.channel_of::<OrderCreated>(),
@@ -804,14 +804,14 @@ async fn hostile_payloads_are_dead_lettered_with_a_reason_and_consuming_goes_on(
     ];
     // Stream entries as a foreign producer could write them: a valid envelope, hostile `data`.
     for payload in &hostile {
-        let entry = Encoded {
-            meta: Metadata {
+        let entry = Encoded::from_data(
+            Metadata {
                 id: "hostile".into(),
                 event_type: "test.orders.OrderCreated".into(),
                 ..Metadata::default()
             },
-            data: bytes::Bytes::copy_from_slice(payload),
-        };
+            payload,
+        );
         bus.transport()
             .publish(Outgoing {
                 channel: bus.channel_of::<OrderCreated>(),

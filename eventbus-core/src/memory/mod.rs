@@ -45,7 +45,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
 pub use self::inspect::{GroupInfo, PendingInfo};
 
@@ -182,13 +181,13 @@ impl Transport for MemoryTransport {
         } = message;
         match durability {
             Durability::Ephemeral => {
-                let body = Bytes::from(message.to_json());
+                let body = message.to_json();
                 let n = self
                     .shared
                     .pubsub
                     .publish(&channel, &body, &self.shared.activity);
                 Ok(Receipt {
-                    event_id: message.meta.id,
+                    event_id: message.meta().id.clone(),
                     channel,
                     stream_id: None,
                     receivers: Some(n),
@@ -197,7 +196,7 @@ impl Transport for MemoryTransport {
             Durability::Durable => {
                 let id = self.append(&channel, message.to_fields(), max_len);
                 Ok(Receipt {
-                    event_id: message.meta.id,
+                    event_id: message.meta().id.clone(),
                     channel,
                     stream_id: Some(id.text()),
                     receivers: None,
