@@ -242,16 +242,38 @@ fn write_u32(out: &mut Vec<u8>, mut n: u32) {
 }
 
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
-    {
+    if needs_escape(s.as_bytes()) {
+        // serde_json cannot fail on a &str into a Vec.
+        let _ = serde_json::to_writer(&mut *out, s);
+    } else {
+        out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
-    } else {
-        // serde_json cannot fail on a &str into a Vec.
-        let _ = serde_json::to_writer(&mut *out, s);
     }
+}
+
+/// True when `s` holds a byte JSON must escape: a control character, `"` or `\\`. Eight bytes
+/// at a time (the attribute strings are ids, names and timestamps: mostly plain).
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte of `v` is below `n` (n <= 128): the classic "has less" bit trick.
+    let has_below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH != 0;
+    let has_byte = |v: u64, b: u64| has_below(v ^ (ONES * b), 1);
+    let mut chunks = s.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        if has_below(v, 0x20) || has_byte(v, u64::from(b'"')) || has_byte(v, u64::from(b'\\')) {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// A message as a transport received it.
@@ -713,6 +735,26 @@ mod tests {
         let bare = fields[3..].to_vec();
         let dec = decode("s", &WireBody::Fields(bare)).unwrap();
         assert_eq!(&dec.data[..], b"{\"a\":2}");
+    }
+
+    #[test]
+    fn strings_are_escaped_exactly_when_json_needs_it() {
+        for text in [
+            "",
+            "plain",
+            "0123456789abcdef0123",
+            "quote\" in the middle of a long string",
+            "back\\slash",
+            "tab\tand newline\n",
+            "\u{1f}",
+            "ünïcödé stays as it is",
+            "DEL \u{7f} needs no escape",
+            "0123456\"",
+        ] {
+            let mut out = Vec::new();
+            write_json_str(&mut out, text);
+            assert_eq!(out, serde_json::to_vec(text).unwrap(), "{text:?}");
+        }
     }
 
     #[test]
