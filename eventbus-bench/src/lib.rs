@@ -134,9 +134,13 @@ pub struct Args {
     pub seconds: f64,
     /// S5-publish: the namespace chosen by the parent.
     pub namespace: Option<String>,
+    /// S3 of the reference: `XACK` each entry on its own (`--ack each`, per-entry code as
+    /// usually written by hand) instead of one `XACK` per read batch (`--ack batch`, default).
+    pub ack_each: bool,
 }
 
-pub const USAGE: &str = "usage: --scenario S1|S2|S3|S4|S5|S6 --port PORT [--n N] [--seconds S]";
+pub const USAGE: &str =
+    "usage: --scenario S1|S2|S3|S4|S5|S6 --port PORT [--n N] [--seconds S] [--ack batch|each]";
 
 impl Args {
     pub fn from_env() -> Result<Args, String> {
@@ -145,6 +149,7 @@ impl Args {
         let mut n = None;
         let mut seconds = 5.0;
         let mut namespace = None;
+        let mut ack_each = false;
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
             let mut value = || {
@@ -163,6 +168,13 @@ impl Args {
                 "--n" => n = Some(value()?.parse().map_err(|e| format!("--n: {e}"))?),
                 "--seconds" => seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
                 "--namespace" => namespace = Some(value()?),
+                "--ack" => {
+                    ack_each = match value()?.as_str() {
+                        "each" => true,
+                        "batch" => false,
+                        v => return Err(format!("--ack: {v} is neither batch nor each; {USAGE}")),
+                    }
+                }
                 "-h" | "--help" => return Err(USAGE.to_owned()),
                 other => return Err(format!("unknown argument {other}; {USAGE}")),
             }
@@ -179,6 +191,7 @@ impl Args {
             n: n.unwrap_or_else(|| scenario.default_n()).max(1),
             seconds,
             namespace,
+            ack_each,
         })
     }
 

@@ -150,7 +150,7 @@ async fn pubsub(args: &Args, latency: bool) -> Result<Report, BoxError> {
 }
 
 /// S3: XADD (pipelined) into one stream while one group consumer reads 100 at a time and acks
-/// each batch with one XACK.
+/// each batch with one XACK, or with `--ack each` every entry with its own XACK once handled.
 async fn streams(args: &Args) -> Result<Report, BoxError> {
     let n = args.n;
     let client = Client::open(args.url())?;
@@ -168,6 +168,7 @@ async fn streams(args: &Args) -> Result<Report, BoxError> {
     let progress = Arc::new(Progress::new(n));
     let stop = Arc::new(AtomicBool::new(false));
     let (p, s, key) = (progress.clone(), stop.clone(), stream.clone());
+    let ack_each = args.ack_each;
     let consumer = tokio::spawn(async move {
         let opts = StreamReadOptions::default()
             .group(group, "consumer-1")
@@ -189,7 +190,12 @@ async fn streams(args: &Args) -> Result<Report, BoxError> {
                     },
                     _ => undecodable += 1,
                 }
-                ids.push(entry.id);
+                if ack_each {
+                    let _: i64 = reader.xack(&key, group, &[&entry.id]).await?;
+                    p.add(1);
+                } else {
+                    ids.push(entry.id);
+                }
             }
             if !ids.is_empty() {
                 let _: i64 = reader.xack(&key, group, &ids).await?;
@@ -231,7 +237,8 @@ async fn streams(args: &Args) -> Result<Report, BoxError> {
     .with("lost", n - received)
     .with("pending", pending.count() as u64)
     .with("publish_seconds", published_s)
-    .with("undecodable", undecodable))
+    .with("undecodable", undecodable)
+    .with("ack", if ack_each { "each" } else { "batch" }))
 }
 
 /// S4: 64 tasks publish concurrently through one multiplexed connection, each waiting for its
