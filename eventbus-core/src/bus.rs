@@ -534,7 +534,10 @@ impl Bus {
         self.subscribe_with(HandlerOptions::DEFAULT, handler).await
     }
 
-    /// Like [`Bus::subscribe`] with options (group, concurrency, retries, broadcast).
+    /// Like [`Bus::subscribe`] with options (group, concurrency, retries, broadcast, dedup).
+    ///
+    /// Fails with [`Error::Config`] for [`HandlerOptions::dedup`] on an ephemeral event or
+    /// together with `broadcast`, and with the transport's error when it cannot keep dedup marks.
     pub async fn subscribe_with<E, H, Args>(
         &self,
         options: HandlerOptions,
@@ -616,9 +619,14 @@ impl Bus {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::Closed);
         }
+        crate::dedup::check_options(&name, &event, &options)?;
         let group = options
             .group
             .map_or_else(|| name.to_string(), str::to_owned);
+        if options.dedup.is_some() {
+            let probe = crate::dedup::key(&self.inner.prefix, event.channel, &group, "");
+            crate::dedup::probe(self, &probe).await?;
+        }
         let dlq = dead_letter_key(&self.inner.prefix, &event);
         let runner = Runner::new(
             self.clone(),

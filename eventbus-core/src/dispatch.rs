@@ -8,6 +8,8 @@
 //! * a payload that does not decode is dead-lettered at once (retrying cannot fix it);
 //! * a stream entry is acked only after its handler succeeded or it was dead-lettered; acks are
 //!   batched;
+//! * a `dedup` handler's entry whose event id its group handled already is acked without a
+//!   call; after a successful call the id is marked, then acked (see `dedup.rs`);
 //! * on shutdown, reading stops and in-flight calls finish; an entry waiting for a retry stays
 //!   pending in its stream and is delivered again later.
 //!
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
 use crate::context::Context;
+use crate::dedup;
 use crate::envelope::{self, Metadata};
 use crate::event::EventDescriptor;
 use crate::handler::{ErasedHandler, HandlerFailure, HandlerOptions};
@@ -117,6 +120,14 @@ impl Runner {
             }
         };
         let meta = self.fill_bare(decoded.meta, entry_id.as_deref());
+        let dedup = self.dedup_key(&meta.id, entry_id.as_deref());
+        if let Some((key, _)) = &dedup
+            && dedup::seen(&self.bus, key, &self.name).await
+        {
+            Stats::incr(&self.stats().duplicates_skipped);
+            tracing::debug!(handler = %self.name, %channel, id = %meta.id, "handled by this group already: skipped");
+            return Outcome::Ack(entry_id);
+        }
         let reply_to = meta.reply_to.clone();
         let mut attempt = delivery_count.max(1);
         if attempt > self.options.max_deliveries {
@@ -147,6 +158,9 @@ impl Runner {
             let (reason, permanent) = match AssertUnwindSafe(call).catch_unwind().await {
                 Ok(Ok(reply)) => {
                     Stats::incr(&self.stats().handled);
+                    if let Some((key, ttl)) = &dedup {
+                        dedup::mark(&self.bus, key, *ttl, &self.name).await;
+                    }
                     if let (Some(to), Some(reply)) = (&reply_to, reply) {
                         self.bus.send_reply(to, ctx.metadata(), Ok(reply)).await;
                     }
@@ -192,6 +206,15 @@ impl Runner {
             attempt += 1;
             ctx = ctx.with_attempt(attempt);
         }
+    }
+
+    /// The dedup mark of a stream entry for a `dedup` handler, with its ttl.
+    fn dedup_key(&self, id: &str, entry_id: Option<&str>) -> Option<(String, Duration)> {
+        let ttl = self.options.dedup?;
+        let event = self.event.as_ref()?;
+        entry_id?;
+        let key = dedup::key(&self.bus.inner.prefix, event.channel, &self.group, id);
+        Some((key, ttl))
     }
 
     /// A bare payload has no envelope: give it an id and the event name of the subscription.

@@ -647,7 +647,7 @@ mod tests {
     #[test]
     fn json_round_trip_keeps_every_attribute() {
         let enc = sample();
-        let json = Bytes::from(enc.to_json());
+        let json = enc.to_json();
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(v["specversion"], "1.0");
         assert_eq!(v["dataversion"], 2);

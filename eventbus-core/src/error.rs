@@ -57,6 +57,11 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+    /// The server refused a command for lack of permission: a Redis ACL user without access
+    /// to the command, the key or the channel. Retrying does not help until an operator grants
+    /// it (`ACL SETUSER`).
+    #[error(transparent)]
+    PermissionDenied(Box<PermissionDenied>),
     /// A request got no reply in time.
     #[error("request {event} got no reply within {timeout:?}")]
     Timeout {
@@ -112,6 +117,34 @@ impl Error {
             source: source.into(),
         }
     }
+}
+
+/// The details of [`Error::PermissionDenied`]: who may not run which command on what, and the
+/// server's reason. No password is ever part of it.
+///
+/// Its `Display`: `permission denied: user 'limited' may not run XADD on key 'shop.orders.Order'
+/// (NOPERM this user has no permissions to access one of the keys used as arguments)`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "permission denied: user '{user}' may not run {command} on {target_kind} '{target}' ({reason})"
+)]
+pub struct PermissionDenied {
+    /// The transport: `redis`.
+    pub transport: &'static str,
+    /// The user the connection authenticated as (`default` without a user name).
+    pub user: String,
+    /// The refused command (`XADD`, `PUBLISH`, `SUBSCRIBE`, `XGROUP CREATE`...).
+    pub command: String,
+    /// `key`, `channel` or `pattern`.
+    pub target_kind: &'static str,
+    /// The key, channel or pattern the command was run on.
+    pub target: String,
+    /// The server's reply (`NOPERM this user has no permissions to access one of the keys used
+    /// as arguments`).
+    pub reason: String,
+    /// The underlying error.
+    #[source]
+    pub source: Option<BoxError>,
 }
 
 /// A message that could not be turned into an event: malformed JSON, a wrong shape, a missing

@@ -35,6 +35,7 @@ pub mod activity;
 mod bus;
 pub mod channel;
 mod context;
+mod dedup;
 mod dispatch;
 pub mod envelope;
 mod error;
@@ -53,7 +54,7 @@ pub use bus::{
 };
 pub use context::Context;
 pub use envelope::Metadata;
-pub use error::{BoxError, DecodeError, Error, HandlerError, Result};
+pub use error::{BoxError, DecodeError, Error, HandlerError, PermissionDenied, Result};
 pub use event::{Durability, Event, EventDescriptor, EventRegistration, Request};
 pub use handler::{HandlerOptions, HandlerRegistration};
 pub use memory::MemoryTransport;
@@ -78,8 +79,20 @@ pub use eventbus_derive::Event;
 /// `#[handler]`: registers an async fn as the handler of the event type of its first argument.
 /// See the [`handler`](mod@handler) module for the accepted signatures.
 ///
-/// Options: `group = "..."`, `concurrency = N`, `max_deliveries = N`, `backoff_ms = N`,
-/// `backoff_max_ms = N`, `broadcast`.
+/// Options, each the [`HandlerOptions`] method of the same name:
+///
+/// | option | meaning |
+/// |---|---|
+/// | `group = "billing"` | the consumer group of a durable event (default: the fn's path) |
+/// | `concurrency = N` | calls in flight at once (default 1: in order) |
+/// | `max_deliveries = N` | deliveries before dead-lettering (default 5) |
+/// | `backoff_ms = N`, `backoff_max_ms = N` | first retry delay and its bound |
+/// | `broadcast` | every instance handles every event (no group) |
+/// | `dedup` | skip events the group handled already, remembered 24 h ([`HandlerOptions::dedup`]) |
+/// | `dedup_ttl_secs = N` | with `dedup`: remember handled events `N` seconds instead |
+///
+/// `dedup` on an ephemeral event does not compile (the error points at `dedup`), nor does it
+/// with `broadcast`.
 pub use eventbus_derive::handler;
 
 /// What most users need: `use eventbus_core::prelude::*;`.

@@ -50,6 +50,9 @@ counters! {
     reconnects,
     /// Consumer groups created again after they vanished (FLUSHALL, restart without persistence).
     groups_recreated,
+    /// Deliveries of a `dedup` handler acked without calling it: its group had handled that
+    /// event id already (see [`HandlerOptions::dedup`](crate::HandlerOptions::dedup)).
+    duplicates_skipped,
 }
 
 impl Stats {

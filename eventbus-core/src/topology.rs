@@ -121,11 +121,15 @@ impl Topology {
             if h.event.durability == Durability::Durable {
                 let _ = write!(out, " group={} mode={}", h.group, o.mode.as_str());
             }
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 " concurrency={} max_deliveries={}",
                 o.concurrency, o.max_deliveries
             );
+            if let Some(ttl) = o.dedup {
+                let _ = write!(out, " dedup_ttl={ttl:?}");
+            }
+            out.push('\n');
         }
         out
     }

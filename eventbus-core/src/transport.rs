@@ -284,6 +284,33 @@ pub trait Transport: Send + Sync + 'static {
         ))
     }
 
+    /// True when the idempotency mark `key` of a `dedup` handler is set and has not expired
+    /// (Redis: `EXISTS key`). Keys are built by the dispatcher
+    /// (`<namespace.>eventbus.dedup:<channel>:<group>:<event id>`); see
+    /// [`HandlerOptions::dedup`](crate::HandlerOptions::dedup).
+    ///
+    /// The default fails: a transport that cannot keep marks cannot run `dedup` handlers, and
+    /// subscribing one fails with this error.
+    async fn dedup_seen(&self, key: &str) -> Result<bool> {
+        let _ = key;
+        Err(Error::transport(
+            self.name(),
+            "this transport cannot keep the marks of `dedup` handlers",
+            None,
+        ))
+    }
+
+    /// Sets the idempotency mark `key` for `ttl` (Redis: `SET key 1 PX <ttl in ms>`), after
+    /// a `dedup` handler succeeded. The default fails, like [`Transport::dedup_seen`].
+    async fn dedup_mark(&self, key: &str, ttl: Duration) -> Result<()> {
+        let _ = (key, ttl);
+        Err(Error::transport(
+            self.name(),
+            "this transport cannot keep the marks of `dedup` handlers",
+            None,
+        ))
+    }
+
     /// The count of queued and pending work, for `Bus::settle`. Only in-process transports can
     /// know it; others return `None`.
     fn activity(&self) -> Option<Activity> {

@@ -52,8 +52,18 @@ fn json_doc() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
+/// 2000 cases per property, or `PROPTEST_CASES` from the environment (`scripts/fuzz` runs many
+/// more). Read here because an explicit `with_cases` would override proptest's own reading.
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(2000);
+    ProptestConfig::with_cases(cases)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(config())]
 
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -95,7 +105,7 @@ proptest! {
         };
         let payload = serde_json::json!({ "n": n, "text": text });
         let enc = Encoded::new(meta.clone(), &payload).unwrap();
-        let json = decode("c", &WireBody::Json(Bytes::from(enc.to_json()))).unwrap();
+        let json = decode("c", &WireBody::Json(enc.to_json())).unwrap();
         prop_assert_eq!(&json.meta.id, &meta.id);
         prop_assert_eq!(&json.meta.headers, &meta.headers);
         prop_assert_eq!(json.payload::<serde_json::Value>("c").unwrap(), payload.clone());

@@ -47,6 +47,11 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 
 /// Registers an async fn as an event handler. Documented on the re-export,
 /// `eventbus_core::handler`.
+///
+/// Options: `group = "..."`, `concurrency = N`, `max_deliveries = N`, `backoff_ms = N`,
+/// `backoff_max_ms = N`, `broadcast`, `dedup` (skip event ids the handler's group handled
+/// already; durable events only, checked at compile time at the `dedup` token) and
+/// `dedup_ttl_secs = N` (how long `dedup` remembers an id, default 86400).
 #[proc_macro_attribute]
 pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
     handler::expand(args.into(), item.into()).into()

@@ -25,16 +25,27 @@ use redis::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisOptions {
-    /// How long a command (publish, ack, introspection) may wait for its answer (default 5 s).
-    /// Blocking stream reads are not subject to it: they run on their own connections.
+    /// How long a command (publish, ack, introspection) may wait for its answer (default 5 s);
+    /// it then fails with a timeout error. Also the margin of a blocking stream read (see
+    /// [`RedisOptions::block`]) and the time a pub/sub health check waits for its `PING`.
     pub response_timeout: Duration,
-    /// How long establishing a connection may take (default 5 s).
+    /// How long establishing a connection may take, handshake included (default 5 s).
     pub connection_timeout: Duration,
     /// The longest pause between two reconnection attempts (default 2 s).
     pub reconnect_max_delay: Duration,
     /// How long a blocking stream read waits for new entries before it returns an empty batch
     /// (default 1 s). Short enough for the consumer loop to notice a shutdown quickly.
+    ///
+    /// A read that got no reply within `block` + [`RedisOptions::response_timeout`] is taken
+    /// for a dead connection (a network black hole, a host that vanished): the consumer drops
+    /// that connection, opens a new one and counts a reconnect.
     pub block: Duration,
+    /// How often the pub/sub connection is checked with a `PING` (default 5 s; zero turns the
+    /// check off). A `PING` not answered within [`RedisOptions::response_timeout`] marks the
+    /// connection dead although it did not close (a network black hole): it is replaced, its
+    /// subscriptions renewed, and a reconnect counted. Without the check, subscribers of such a
+    /// connection would silently receive nothing until the operating system gives up on it.
+    pub health_check_interval: Duration,
     /// Certificates for `rediss://`: set with [`RedisOptions::tls_root_certificate`] and
     /// [`RedisOptions::tls_client_identity`]. Its `Debug` output never shows a key.
     pub(crate) tls: TlsSettings,
@@ -47,6 +58,7 @@ impl Default for RedisOptions {
             connection_timeout: Duration::from_secs(5),
             reconnect_max_delay: Duration::from_secs(2),
             block: Duration::from_secs(1),
+            health_check_interval: Duration::from_secs(5),
             tls: TlsSettings::default(),
         }
     }
@@ -74,6 +86,12 @@ impl RedisOptions {
     /// Sets [`RedisOptions::block`].
     pub fn block(mut self, block: Duration) -> Self {
         self.block = block;
+        self
+    }
+
+    /// Sets [`RedisOptions::health_check_interval`].
+    pub fn health_check_interval(mut self, interval: Duration) -> Self {
+        self.health_check_interval = interval;
         self
     }
 
@@ -243,6 +261,14 @@ impl ServerAddress {
                 Some(Box::new(e) as _),
             )
         })
+    }
+
+    /// The ACL user the connections authenticate as: the URL's user name, or `default`.
+    pub(crate) fn user(&self) -> &str {
+        match self.info.redis_settings().username() {
+            Some(user) if !user.is_empty() => user,
+            _ => "default",
+        }
     }
 
     /// `redis://user:***@host:port/db`, or `rediss://…` over TLS.

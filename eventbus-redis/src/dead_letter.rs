@@ -8,7 +8,7 @@ use eventbus_core::{Error, Result};
 use redis::Value;
 
 use crate::Inner;
-use crate::error::{command_failed, unexpected};
+use crate::error::{On, command_failed, command_failed_as, unexpected};
 use crate::publish::xadd;
 use crate::reply::{self, Entry};
 
@@ -24,7 +24,10 @@ pub(crate) async fn write(inner: &Inner, letter: DeadLetter) -> Result<()> {
         .query_async(&mut conn)
         .await
         .map_err(|e| {
-            command_failed(
+            command_failed_as(
+                inner.address.user(),
+                "XADD",
+                On::Key(&letter.dlq),
                 format!(
                     "XADD of a dead letter to \"{}\" (from \"{}\", group \"{}\")",
                     letter.dlq, letter.channel, letter.group

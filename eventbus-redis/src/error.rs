@@ -4,8 +4,8 @@
 use std::error::Error as StdError;
 use std::sync::Arc;
 
-use eventbus_core::Error;
-use redis::RedisError;
+use eventbus_core::{Error, PermissionDenied};
+use redis::{RedisError, ServerErrorKind};
 use rustls::{AlertDescription, CertificateError};
 
 /// The transport name in errors and logs.
@@ -79,6 +79,102 @@ fn find_rustls_error(error: &RedisError) -> Option<&rustls::Error> {
         current = e.source();
     }
     None
+}
+
+/// What a command was run on, for [`Error::PermissionDenied`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum On<'a> {
+    /// A key (a stream).
+    Key(&'a str),
+    /// A pub/sub channel.
+    Channel(&'a str),
+    /// A pub/sub pattern.
+    Pattern(&'a str),
+}
+
+/// The `NOPERM` reply in `error` (the first one of a pipeline), with the position of the refused
+/// command in its pipeline (0 for a single command).
+fn no_permission(error: &RedisError) -> Option<(usize, String)> {
+    let items = error.clone().into_server_errors()?;
+    items
+        .iter()
+        .find(|(_, e)| e.kind() == Some(ServerErrorKind::NoPerm))
+        .map(|(index, e)| {
+            let reason = match e.details() {
+                Some(detail) => format!("{} {detail}", e.code()),
+                None => e.code().to_owned(),
+            };
+            (*index, reason)
+        })
+}
+
+/// The server's ACL refused `command` on `on` for `user`: the error names all three and the
+/// server's reason. The reply of a refusal never holds a password, and neither does this error.
+fn permission_denied(
+    user: &str,
+    command: &str,
+    on: On<'_>,
+    reason: String,
+    error: RedisError,
+) -> Error {
+    let (target_kind, target) = match on {
+        On::Key(k) => ("key", k),
+        On::Channel(c) => ("channel", c),
+        On::Pattern(p) => ("pattern", p),
+    };
+    Error::PermissionDenied(Box::new(PermissionDenied {
+        transport: TRANSPORT,
+        user: user.to_owned(),
+        command: command.to_owned(),
+        target_kind,
+        target: target.to_owned(),
+        reason,
+        source: Some(Box::new(error)),
+    }))
+}
+
+/// [`command_failed`], except that a refusal by the server's ACL (`NOPERM`) becomes
+/// [`Error::PermissionDenied`] naming the user, the command and its key or channel.
+pub(crate) fn command_failed_as(
+    user: &str,
+    command: &str,
+    on: On<'_>,
+    what: impl Into<String>,
+    error: RedisError,
+) -> Error {
+    match no_permission(&error) {
+        Some((_, reason)) => permission_denied(user, command, on, reason, error),
+        None => command_failed(what, error),
+    }
+}
+
+/// Turns a transport error caused by a `NOPERM` reply into [`Error::PermissionDenied`], for
+/// errors built where the user was not known. `locate` names the command and its target from the
+/// position of the refused command in its pipeline (0 for a single command). Every other error
+/// is returned as it is.
+pub(crate) fn explain_denial<'a>(
+    error: Error,
+    user: &str,
+    locate: impl FnOnce(usize) -> Option<(&'a str, On<'a>)>,
+) -> Error {
+    let Error::Transport {
+        source: Some(source),
+        ..
+    } = &error
+    else {
+        return error;
+    };
+    let Some(redis) = source.downcast_ref::<RedisError>() else {
+        return error;
+    };
+    let Some((index, reason)) = no_permission(redis) else {
+        return error;
+    };
+    let Some((command, on)) = locate(index) else {
+        return error;
+    };
+    let redis = redis.clone();
+    permission_denied(user, command, on, reason, redis)
 }
 
 /// A transport error without an underlying redis error (a reply of an unexpected shape).

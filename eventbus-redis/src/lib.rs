@@ -32,21 +32,28 @@
 //! | dead entry of a crashed instance | claimed by a live one with `XAUTOCLAIM` after `claim_idle` |
 //! | broadcast handler | `XREAD` from the position the instance started at; no group, no ack |
 //! | dead letter | `XADD <stream>.dlq MAXLEN ~ 100000 * dlq.reason … <original fields>` |
+//! | event handled by a `dedup` group | `SET eventbus.dedup:<stream>:<group>:<event id> 1 PX <ttl>`, checked with `EXISTS` before each call |
 //! | request/reply | `PUBLISH` of the request; the reply comes on `eventbus.reply.<instance>` |
 //!
 //! ## Connections
 //!
 //! * **Publishing** (and acks, dead letters, introspection) goes through one multiplexed
-//!   [`ConnectionManager`]: concurrent publishes are pipelined
+//!   [`ConnectionManager`](redis::aio::ConnectionManager): concurrent publishes are pipelined
 //!   on one socket. It speaks RESP3, so a lost connection is noticed at once and
-//!   re-established with backoff in the background; a publish sent meanwhile waits for it.
+//!   re-established with backoff in the background; a publish sent meanwhile waits for it, but
+//!   never longer than [`RedisOptions::connection_timeout`] +
+//!   [`RedisOptions::response_timeout`]: then it fails with a timeout error.
 //! * **Pub/sub** uses one more connection per transport, opened at the first subscription. It
 //!   speaks RESP3 and restores every `SUBSCRIBE`/`PSUBSCRIBE` by itself after a reconnect.
 //!   Messages published while it was down are lost (pub/sub is at-most-once): each loss of the
-//!   connection is logged and counted in `Stats::reconnects`.
+//!   connection is logged and counted in `Stats::reconnects`. A connection that dies without
+//!   closing (a network black hole) is found by a `PING` every
+//!   [`RedisOptions::health_check_interval`] and replaced the same way.
 //! * **Every durable consumer** owns a connection of its own without response timeout, because
-//!   it blocks in `XREADGROUP … BLOCK`; a blocking read never holds up publishes. After a lost
-//!   connection it reconnects on its next read.
+//!   it blocks in `XREADGROUP … BLOCK`; a blocking read never holds up publishes. A read without
+//!   a reply after [`RedisOptions::block`] + [`RedisOptions::response_timeout`] counts as a lost
+//!   connection. After a lost connection it reconnects on its next read and first reads its own
+//!   pending entries again: Redis may have handed it entries whose reply never arrived.
 //!
 //! ## TLS
 //!
@@ -97,11 +104,20 @@
 //! `claim_idle` (so `claim_idle` must exceed the longest handler call). When a stream or group
 //! vanished (`FLUSHALL`, a restart without persistence), the group is created again and counted
 //! in `Stats::groups_recreated` instead of failing forever.
+//!
+//! A handler with `dedup` (`#[handler(dedup)]`, `HandlerOptions::dedup`) skips an entry whose
+//! event id its group handled already: it checks `EXISTS` on the mark before the call and sets
+//! the mark (`SET … PX <ttl>`) after a successful call, before the `XACK`. An entry handled by a
+//! consumer that died before its ack is then not handled a second time by the one that claims
+//! it; a consumer that dies between its handler's effects and the mark still causes a
+//! duplicate.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod config;
+mod connection;
 mod dead_letter;
+mod dedup;
 mod error;
 mod introspect;
 mod publish;
@@ -115,10 +131,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use eventbus_core::transport::{
     ConsumerSpec, DeadLetter, DeadLetterEntry, Outgoing, Receipt, StreamConsumer, SubscribeSpec,
-    Subscription,
+    Subscription, Target,
 };
-use eventbus_core::{Error, Result, Transport};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use eventbus_core::{Durability, Error, Result, Transport};
+use redis::aio::ConnectionManagerConfig;
 use redis::{AsyncConnectionConfig, ProtocolVersion};
 use tokio_util::sync::CancellationToken;
 
@@ -142,8 +158,9 @@ pub struct RedisTransport {
 pub(crate) struct Inner {
     pub(crate) address: ServerAddress,
     pub(crate) options: RedisOptions,
-    /// Publishes, acks, dead letters, introspection: one multiplexed connection.
-    pub(crate) publisher: ConnectionManager,
+    /// Publishes, acks, dead letters, introspection: one multiplexed connection, every command
+    /// bounded by `connection_timeout + response_timeout`.
+    pub(crate) publisher: connection::SharedConnection,
     /// Opens the consumers' own (blocking) connections.
     pub(crate) consumer_client: redis::Client,
     /// The pub/sub connection and its routing table, created at the first subscription.
@@ -203,6 +220,7 @@ impl RedisTransport {
             .get_connection_manager_with_config(config)
             .await
             .map_err(|e| connect_failed(&address, &options, e))?;
+        let publisher = connection::SharedConnection::new(publisher, &options);
         tracing::debug!(server = %address, "connected to Redis");
         let consumer_client = address.client(ProtocolVersion::RESP2)?;
         Ok(RedisTransport {
@@ -238,6 +256,23 @@ impl RedisTransport {
     }
 }
 
+impl RedisTransport {
+    /// A publish refused by the server's ACL becomes [`Error::PermissionDenied`]; `target`
+    /// finds the durability and channel of the refused command from its position in the batch.
+    fn explain_publish_denial<'a>(
+        &self,
+        error: Error,
+        target: impl FnOnce(usize) -> Option<&'a (Durability, String)>,
+    ) -> Error {
+        error::explain_denial(error, self.inner.address.user(), |index| {
+            target(index).map(|(durability, channel)| match durability {
+                Durability::Durable => ("XADD", error::On::Key(channel.as_str())),
+                Durability::Ephemeral => ("PUBLISH", error::On::Channel(channel.as_str())),
+            })
+        })
+    }
+}
+
 /// The error of a failed first connection. Over TLS, a timeout gets a hint: a server that does
 /// not speak TLS on that port leaves the handshake unanswered.
 fn connect_failed(address: &ServerAddress, options: &RedisOptions, e: redis::RedisError) -> Error {
@@ -260,17 +295,53 @@ impl Transport for RedisTransport {
 
     async fn publish(&self, message: Outgoing) -> Result<Receipt> {
         self.check_open()?;
-        publish::publish(&self.inner, message).await
+        let target = (message.durability, message.channel.clone());
+        publish::publish(&self.inner, message)
+            .await
+            .map_err(|e| self.explain_publish_denial(e, |_| Some(&target)))
     }
 
     async fn publish_all(&self, messages: Vec<Outgoing>) -> Result<Vec<Receipt>> {
         self.check_open()?;
-        publish::publish_all(&self.inner, messages).await
+        // The targets of the batch, one per run of messages to the same one (usually one), to
+        // name the key or channel of a refused command.
+        let mut targets: Vec<(usize, (Durability, String))> = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            if targets
+                .last()
+                .is_none_or(|(_, (d, c))| *d != m.durability || *c != m.channel)
+            {
+                targets.push((i, (m.durability, m.channel.clone())));
+            }
+        }
+        publish::publish_all(&self.inner, messages)
+            .await
+            .map_err(|e| {
+                self.explain_publish_denial(e, |index| {
+                    targets
+                        .iter()
+                        .rev()
+                        .find(|(start, _)| *start <= index)
+                        .map(|(_, target)| target)
+                })
+            })
     }
 
     async fn subscribe(&self, spec: SubscribeSpec) -> Result<Box<dyn Subscription>> {
         self.check_open()?;
-        self.hub().await?.subscribe(spec).await
+        let target = spec.target.clone();
+        let subscribed = match self.hub().await {
+            Ok(hub) => hub.subscribe(spec).await,
+            Err(e) => Err(e),
+        };
+        subscribed.map_err(|e| {
+            error::explain_denial(e, self.inner.address.user(), |_| {
+                Some(match &target {
+                    Target::Channel(c) => ("SUBSCRIBE", error::On::Channel(c)),
+                    Target::Pattern(p) => ("PSUBSCRIBE", error::On::Pattern(p)),
+                })
+            })
+        })
     }
 
     async fn consume(&self, spec: ConsumerSpec) -> Result<Arc<dyn StreamConsumer>> {
@@ -291,6 +362,18 @@ impl Transport for RedisTransport {
     async fn replay_dead_letter(&self, dlq: &str, id: &str) -> Result<Receipt> {
         self.check_open()?;
         dead_letter::replay(&self.inner, dlq, id).await
+    }
+
+    /// `EXISTS <key>`.
+    async fn dedup_seen(&self, key: &str) -> Result<bool> {
+        self.check_open()?;
+        dedup::seen(&self.inner, key).await
+    }
+
+    /// `SET <key> 1 PX <ttl in ms>`.
+    async fn dedup_mark(&self, key: &str, ttl: std::time::Duration) -> Result<()> {
+        self.check_open()?;
+        dedup::mark(&self.inner, key, ttl).await
     }
 
     async fn close(&self) {

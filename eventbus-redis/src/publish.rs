@@ -38,7 +38,8 @@ fn command(message: &Outgoing) -> redis::Cmd {
     match message.durability {
         Durability::Ephemeral => {
             let mut cmd = redis::cmd("PUBLISH");
-            cmd.arg(&message.channel).arg(&message.message.to_json()[..]);
+            cmd.arg(&message.channel)
+                .arg(&message.message.to_json()[..]);
             cmd
         }
         Durability::Durable => xadd(

@@ -10,10 +10,16 @@
 //! After a lost connection the manager reconnects with backoff and restores every subscription
 //! by itself; the router logs the loss and counts it in `Stats::reconnects`. Messages published
 //! while the connection was down are lost: pub/sub delivers at most once.
+//!
+//! A connection can also die without closing: a network black hole, a crashed host, a dropped
+//! NAT entry. Nothing arrives and nothing fails, so every `RedisOptions::health_check_interval`
+//! the hub sends a `PING`; one not answered within `RedisOptions::response_timeout` marks the
+//! connection dead. The hub then opens a new one, subscribes it to every channel and pattern of
+//! the routing table, puts it in place of the old one (dropped) and counts a reconnect.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -37,9 +43,26 @@ const DROP_WARN_INTERVAL: Duration = Duration::from_secs(5);
 /// Pause between two probes of a lost pub/sub connection.
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
+/// The pub/sub connection in use; the health check puts a new one in place of a dead one.
+type Current = Arc<Mutex<ConnectionManager>>;
+
+/// A handle on the connection in use now.
+fn current(conn: &Current) -> ConnectionManager {
+    // A connection handle stays valid whatever panicked while the lock was held.
+    conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// The shared pub/sub connection of one transport.
 pub(crate) struct PubSubHub {
-    conn: ConnectionManager,
+    conn: Current,
+    /// Opens a replacement connection: the client, and the settings with the push sender of
+    /// the router.
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// The manager knows the connection is lost and a probe runs: no health check meanwhile.
+    probing: Arc<AtomicBool>,
+    health_check_interval: Duration,
+    response_timeout: Duration,
     routes: Arc<Routes>,
     /// Serializes changes of the Redis-side subscriptions, so that an `UNSUBSCRIBE` of the last
     /// subscriber never overtakes the `SUBSCRIBE` of a new one.
@@ -60,7 +83,7 @@ impl PubSubHub {
             .set_push_sender(tx)
             .set_automatic_resubscription();
         let conn = client
-            .get_connection_manager_with_config(config)
+            .get_connection_manager_with_config(config.clone())
             .await
             .map_err(|e| {
                 command_failed(
@@ -68,23 +91,92 @@ impl PubSubHub {
                     e,
                 )
             })?;
+        let conn: Current = Arc::new(Mutex::new(conn));
         let routes = Arc::new(Routes::default());
         let closed = inner.closed.child_token();
+        let probing = Arc::new(AtomicBool::new(false));
         let router = Router {
             routes: routes.clone(),
             conn: conn.clone(),
             closed: closed.clone(),
-            probing: Arc::new(AtomicBool::new(false)),
+            probing: probing.clone(),
         };
         tokio::spawn(router.run(rx));
         tracing::debug!(server = %inner.address, "pub/sub connection opened");
-        Ok(Arc::new(PubSubHub {
+        let hub = Arc::new(PubSubHub {
             conn,
+            client,
+            config,
+            probing,
+            health_check_interval: inner.options.health_check_interval,
+            response_timeout: inner.options.response_timeout,
             routes,
             changes: tokio::sync::Mutex::new(()),
             closed,
             server: inner.address.to_string(),
-        }))
+        });
+        if !hub.health_check_interval.is_zero() {
+            tokio::spawn(check_health(Arc::downgrade(&hub)));
+        }
+        Ok(hub)
+    }
+
+    /// True when the connection answers a `PING` within the response timeout, or fails at once
+    /// (a lost connection the manager is re-establishing: not this check's business).
+    async fn answers(&self) -> bool {
+        let mut conn = current(&self.conn);
+        let ping = redis::cmd("PING");
+        let ping = ping.query_async::<Value>(&mut conn);
+        match tokio::time::timeout(self.response_timeout, ping).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => !e.is_timeout(),
+            Err(_elapsed) => false,
+        }
+    }
+
+    /// Opens a new connection, subscribes it to every channel and pattern that has a local
+    /// subscriber and puts it in place of the current one, which is dropped.
+    async fn replace_connection(&self) -> Result<()> {
+        let mut fresh = self
+            .client
+            .get_connection_manager_with_config(self.config.clone())
+            .await
+            .map_err(|e| {
+                command_failed(
+                    format!("cannot open a new pub/sub connection to {}", self.server),
+                    e,
+                )
+            })?;
+        // No subscription changes until the new connection carries them all.
+        let _changing = self.changes.lock().await;
+        let (channels, patterns) = self.routes.targets();
+        let subscribed = async {
+            if !channels.is_empty() {
+                fresh.subscribe(&channels).await?;
+            }
+            if !patterns.is_empty() {
+                fresh.psubscribe(&patterns).await?;
+            }
+            Ok::<(), redis::RedisError>(())
+        };
+        subscribed.await.map_err(|e| {
+            command_failed(
+                format!(
+                    "cannot subscribe the new pub/sub connection to {}",
+                    self.server
+                ),
+                e,
+            )
+        })?;
+        let old = std::mem::replace(
+            &mut *self.conn.lock().unwrap_or_else(|e| e.into_inner()),
+            fresh,
+        );
+        drop(old);
+        for stats in self.routes.stats() {
+            Stats::incr(&stats.reconnects);
+        }
+        Ok(())
     }
 
     /// Adds a local subscriber; subscribes on Redis when it is the first of its target.
@@ -108,7 +200,7 @@ impl PubSubHub {
         let id = self.routes.next_id.fetch_add(1, Ordering::Relaxed);
         let first = self.routes.insert(&spec.target, id, subscriber.clone());
         if first {
-            let mut conn = self.conn.clone();
+            let mut conn = current(&self.conn);
             let result = match &spec.target {
                 Target::Channel(c) => conn.subscribe(c).await,
                 Target::Pattern(p) => conn.psubscribe(p).await,
@@ -136,7 +228,7 @@ impl PubSubHub {
         if self.closed.is_cancelled() || self.routes.has(&target) {
             return;
         }
-        let mut conn = self.conn.clone();
+        let mut conn = current(&self.conn);
         let result = match &target {
             Target::Channel(c) => conn.unsubscribe(c).await,
             Target::Pattern(p) => conn.punsubscribe(p).await,
@@ -267,6 +359,15 @@ impl Routes {
         }
     }
 
+    /// Every channel and every pattern with a local subscriber.
+    fn targets(&self) -> (Vec<String>, Vec<String>) {
+        let table = self.lock();
+        (
+            table.channels.keys().cloned().collect(),
+            table.patterns.keys().cloned().collect(),
+        )
+    }
+
     /// Every distinct stats handle of the current subscribers (one per bus, usually one).
     fn stats(&self) -> Vec<Arc<Stats>> {
         let table = self.lock();
@@ -300,7 +401,7 @@ impl Routes {
 /// Reads the push messages of the pub/sub connection and routes them.
 struct Router {
     routes: Arc<Routes>,
-    conn: ConnectionManager,
+    conn: Current,
     closed: CancellationToken,
     /// A probe of the lost connection is running.
     probing: Arc<AtomicBool>,
@@ -385,12 +486,13 @@ impl Router {
     }
 }
 
-async fn probe_until_back(mut conn: ConnectionManager, closed: &CancellationToken) {
+async fn probe_until_back(conn: Current, closed: &CancellationToken) {
     loop {
         tokio::select! {
             () = closed.cancelled() => return,
             () = tokio::time::sleep(PROBE_INTERVAL) => {}
         }
+        let mut conn = current(&conn);
         let ping = redis::cmd("PING");
         let ping = ping.query_async::<Value>(&mut conn);
         let result = tokio::select! {
@@ -403,6 +505,55 @@ async fn probe_until_back(mut conn: ConnectionManager, closed: &CancellationToke
                 return;
             }
             Err(e) => tracing::debug!(error = %e, "pub/sub connection still down"),
+        }
+    }
+}
+
+/// Every `health_check_interval`, checks that the pub/sub connection answers a `PING` and
+/// replaces it when it does not; runs until the hub is dropped or the transport closed.
+async fn check_health(hub: Weak<PubSubHub>) {
+    let Some((interval, closed)) = hub
+        .upgrade()
+        .map(|h| (h.health_check_interval, h.closed.clone()))
+    else {
+        return;
+    };
+    // Set while the connection is dead and not replaced yet: retry at every interval.
+    let mut dead = false;
+    loop {
+        tokio::select! {
+            () = closed.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        let Some(hub) = hub.upgrade() else {
+            return;
+        };
+        if hub.probing.load(Ordering::SeqCst) {
+            // A known loss: the manager reconnects and the probe watches it.
+            continue;
+        }
+        if !dead {
+            if hub.answers().await {
+                continue;
+            }
+            tracing::warn!(
+                server = %hub.server,
+                timeout = ?hub.response_timeout,
+                "the pub/sub connection did not answer a PING in time; replacing it \
+                 (messages published meanwhile are lost)"
+            );
+            dead = true;
+        }
+        let replaced = tokio::select! {
+            () = closed.cancelled() => return,
+            r = hub.replace_connection() => r,
+        };
+        match replaced {
+            Ok(()) => {
+                dead = false;
+                tracing::info!(server = %hub.server, "pub/sub connection replaced; subscriptions renewed");
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot replace the pub/sub connection yet"),
         }
     }
 }

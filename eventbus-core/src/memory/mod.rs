@@ -15,6 +15,7 @@
 //!   are claimed (`XAUTOCLAIM`). Delivery is therefore at least once, as with Redis.
 //! * **broadcast readers** (`XREAD`): every reader sees every entry added after it started.
 //! * **dead-letter streams**: ordinary streams (`<stream>.dlq`) that can be listed and replayed.
+//! * **the marks of `dedup` handlers**: keys with an expiry, like `SET key 1 PX ttl`.
 //!
 //! A `MemoryTransport` is a handle. Clones share one store, like several connections to one
 //! Redis: several [`Bus`](crate::Bus)es built on clones of one transport behave like several
@@ -34,6 +35,7 @@
 //! ```
 
 mod consumer;
+mod dedup;
 mod inspect;
 mod pubsub;
 mod streams;
@@ -75,6 +77,8 @@ pub(super) struct Shared {
     streams: Mutex<Streams>,
     activity: Activity,
     ids: AtomicU64,
+    /// The marks of `dedup` handlers.
+    marks: dedup::Marks,
 }
 
 impl Shared {
@@ -110,6 +114,7 @@ impl MemoryTransport {
             streams: Mutex::new(Streams::default()),
             activity: Activity::new(),
             ids: AtomicU64::new(1),
+            marks: dedup::Marks::default(),
         });
         MemoryTransport::connect(shared)
     }
@@ -297,6 +302,16 @@ impl Transport for MemoryTransport {
                 })
             }
         }
+    }
+
+    /// Marks are shared by every clone of the transport, like keys of one Redis.
+    async fn dedup_seen(&self, key: &str) -> Result<bool> {
+        Ok(self.shared.marks.contains(key))
+    }
+
+    async fn dedup_mark(&self, key: &str, ttl: std::time::Duration) -> Result<()> {
+        self.shared.marks.insert(key, ttl);
+        Ok(())
     }
 
     fn activity(&self) -> Option<Activity> {

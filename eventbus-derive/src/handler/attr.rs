@@ -16,6 +16,8 @@ const KEYS: &[&str] = &[
     "backoff_ms",
     "backoff_max_ms",
     "broadcast",
+    "dedup",
+    "dedup_ttl_secs",
 ];
 
 /// Everything given in `#[handler(...)]`.
@@ -27,6 +29,8 @@ pub(crate) struct Options {
     pub(crate) backoff_ms: Option<Setting<LitInt>>,
     pub(crate) backoff_max_ms: Option<Setting<LitInt>>,
     pub(crate) broadcast: Option<Setting<()>>,
+    pub(crate) dedup: Option<Setting<()>>,
+    pub(crate) dedup_ttl_secs: Option<Setting<LitInt>>,
 }
 
 pub(crate) fn parse(cx: &Ctxt, args: TokenStream) -> Options {
@@ -65,6 +69,13 @@ fn entry(cx: &Ctxt, out: &mut Options, meta: &ParseNestedMeta<'_>) -> syn::Resul
                 meta::set(cx, &mut out.broadcast, key, ());
             }
         }
+        "dedup" => {
+            // Taken as set even with a value (reported by `flag`), so that a `dedup_ttl_secs`
+            // next to it is not also reported as lacking its `dedup`.
+            meta::flag(cx, meta, key, "handler");
+            meta::set(cx, &mut out.dedup, key, ());
+        }
+        "dedup_ttl_secs" => int(&mut out.dedup_ttl_secs, "86400")?,
         _ => meta::unknown(cx, meta, "handler", KEYS),
     }
     Ok(())

@@ -13,6 +13,8 @@
 //! * **return type**: `__EventbusReturn<E>` turns `()` and `Result<E::Reply, Er>` into
 //!   `Result<E::Reply, HandlerError>` (what `eventbus_core::handler::HandlerReturn` does, done
 //!   before `erase` instead of inside it), so `erase` always sees a valid handler.
+//! * **`dedup`**: needs a durable event, which only the compiler knows (`DESCRIPTOR` is a
+//!   `const`): a constant spanned at the `dedup` key panics when the event is ephemeral.
 //!
 //! The trybuild snapshots in `tests/ui/fail/handler_*.stderr` pin this behaviour.
 
@@ -64,9 +66,11 @@ pub(crate) fn registration(spec: &Spec<'_>) -> TokenStream {
         )
     };
     let helpers = helpers(spec.context.is_some());
+    let dedup = dedup_needs_durable(spec);
     quote! {
         const _: () = {
             #helpers
+            #dedup
             fn __eventbus_make() -> #root::handler::ErasedHandler {
                 #make
             }
@@ -144,6 +148,26 @@ fn helpers(with_context: bool) -> TokenStream {
     }
 }
 
+/// With `dedup`: a constant that fails to evaluate when the event is ephemeral, spanned at the
+/// `dedup` key, so the error points there. Only the compiler knows the event's durability.
+fn dedup_needs_durable(spec: &Spec<'_>) -> Option<TokenStream> {
+    let (key, _) = spec.options.dedup.as_ref()?;
+    let ev = spec.event;
+    let root = crate::root::path_at(key.span());
+    let message = format!(
+        "`dedup` needs a durable event, and `{}` is ephemeral: pub/sub delivers at most once \
+         and never redelivers; drop `dedup`",
+        quote!(#ev).to_string().replace(' ', "")
+    );
+    Some(quote_spanned! {key.span()=>
+        const _: () = {
+            if let #root::Durability::Ephemeral = <#ev as #root::Event>::DESCRIPTOR.durability {
+                ::core::panic!(#message);
+            }
+        };
+    })
+}
+
 /// `HandlerOptions::DEFAULT` with each given option applied.
 fn options(s: &Settings) -> TokenStream {
     let root = crate::root::path();
@@ -165,6 +189,9 @@ fn options(s: &Settings) -> TokenStream {
     }
     if s.broadcast {
         out = quote!(#out.broadcast());
+    }
+    if let Some((_, secs)) = s.dedup {
+        out = quote!(#out.dedup(::core::time::Duration::from_secs(#secs)));
     }
     out
 }

@@ -32,7 +32,13 @@ pub(crate) struct Settings {
     pub(crate) backoff_ms: Option<u64>,
     pub(crate) backoff_max_ms: Option<u64>,
     pub(crate) broadcast: bool,
+    /// `dedup`: its key (errors about the event point there) and the ttl in seconds.
+    pub(crate) dedup: Option<(Ident, u64)>,
 }
+
+/// How long `dedup` remembers a handled event without `dedup_ttl_secs`: 24 h, as
+/// `HandlerOptions::DEFAULT_DEDUP_TTL`.
+const DEFAULT_DEDUP_TTL_SECS: u64 = 86_400;
 
 const SHAPE: &str = "`async fn name(ev: MyEvent)` or `async fn name(ev: MyEvent, ctx: Context)`";
 
@@ -60,6 +66,24 @@ fn settings(cx: &Ctxt, o: &Options) -> Settings {
              drop `group` or `broadcast`",
         );
     }
+    if let (Some(dedup), Some(_)) = (&o.dedup, &o.broadcast) {
+        cx.error_spanned_by(
+            &dedup.key,
+            "`dedup` remembers what a consumer group handled, and a `broadcast` handler has no \
+             group; drop `dedup` or `broadcast`",
+        );
+    }
+    if let (None, Some(ttl)) = (&o.dedup, &o.dedup_ttl_secs) {
+        cx.error_spanned_by(
+            &ttl.key,
+            "`dedup_ttl_secs` is how long `dedup` remembers a handled event, and `dedup` is not \
+             set: write `#[handler(dedup, dedup_ttl_secs = 3600)]`",
+        );
+    }
+    let dedup_ttl = o
+        .dedup_ttl_secs
+        .as_ref()
+        .and_then(|s| meta::number::<u64>(cx, &s.key, &s.value, 1));
     let s = Settings {
         group: o
             .group
@@ -82,6 +106,10 @@ fn settings(cx: &Ctxt, o: &Options) -> Settings {
             .as_ref()
             .and_then(|s| meta::number::<u64>(cx, &s.key, &s.value, 0)),
         broadcast: o.broadcast.is_some(),
+        dedup: o
+            .dedup
+            .as_ref()
+            .map(|d| (d.key.clone(), dedup_ttl.unwrap_or(DEFAULT_DEDUP_TTL_SECS))),
     };
     if let (Some(initial), Some(max), Some(at)) =
         (s.backoff_ms, s.backoff_max_ms, &o.backoff_max_ms)

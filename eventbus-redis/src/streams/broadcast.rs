@@ -11,7 +11,7 @@ use eventbus_core::{Error, Result};
 
 use super::reader::Reader;
 use crate::Inner;
-use crate::error::{command_failed, unexpected};
+use crate::error::{On, command_failed_as, unexpected};
 use crate::reply;
 
 pub(super) struct BroadcastConsumer {
@@ -58,11 +58,15 @@ impl StreamConsumer for BroadcastConsumer {
             .arg("STREAMS")
             .arg(&self.stream)
             .arg(&st.last_id);
-        let value = st
-            .reader
-            .cmd(&cmd)
-            .await
-            .map_err(|e| command_failed(format!("XREAD for {}", st.reader.what), e))?;
+        let value = st.reader.cmd(&cmd).await.map_err(|e| {
+            command_failed_as(
+                self.inner.address.user(),
+                "XREAD",
+                On::Key(&self.stream),
+                format!("XREAD for {}", st.reader.what),
+                e,
+            )
+        })?;
         let entries = reply::read_reply(value).ok_or_else(|| {
             unexpected(format!(
                 "XREAD for {}: unexpected reply shape",

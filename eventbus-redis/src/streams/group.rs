@@ -16,7 +16,9 @@ use super::in_flight::InFlight;
 use super::reader::Reader;
 use super::{block_millis, create_group_cmd, group_created};
 use crate::Inner;
-use crate::error::{command_failed, is_connection_error, is_no_group, unexpected};
+use crate::error::{
+    On, command_failed, command_failed_as, is_connection_error, is_no_group, unexpected,
+};
 use crate::reply::{self, Entry};
 
 /// Claim scans run at most this often…
@@ -107,11 +109,25 @@ impl GroupConsumer {
         if is_no_group(&e) {
             Failure::NoGroup
         } else {
-            Failure::Other(command_failed(format!("{command} for {}", self.what), e))
+            // `command` may say more than the command's name ("XREADGROUP of own pending…").
+            let name = command.split(' ').next().unwrap_or(command);
+            Failure::Other(command_failed_as(
+                self.inner.address.user(),
+                name,
+                On::Key(&self.stream),
+                format!("{command} for {}", self.what),
+                e,
+            ))
         }
     }
 
     async fn take(&self, st: &mut GroupState, max: usize) -> Result<Vec<Delivery>, Failure> {
+        if st.reader.take_dropped() {
+            // Redis may have handed entries to this consumer on the connection that was lost
+            // (or killed before it could answer): they wait in its pending list and would only
+            // come back through a claim after `claim_idle`. Read that list again first.
+            st.own_pending = Some("0".to_owned());
+        }
         if let Some(cursor) = st.own_pending.clone() {
             return self.own_pending(st, &cursor, max).await;
         }
@@ -151,7 +167,8 @@ impl GroupConsumer {
         cmd
     }
 
-    /// Step 1: what this consumer name read before and never acknowledged.
+    /// Step 1: what this consumer name read before and never acknowledged: after a start, and
+    /// again after a lost connection. Entries being handled here right now are skipped.
     async fn own_pending(
         &self,
         st: &mut GroupState,
@@ -170,8 +187,10 @@ impl GroupConsumer {
             return Ok(Vec::new());
         };
         st.own_pending = Some(last.id.clone());
-        let (live, deleted): (Vec<Entry>, Vec<Entry>) =
-            entries.into_iter().partition(|e| e.fields.is_some());
+        let (live, deleted): (Vec<Entry>, Vec<Entry>) = entries
+            .into_iter()
+            .filter(|e| !self.in_flight.protects(&e.id))
+            .partition(|e| e.fields.is_some());
         if !deleted.is_empty() {
             let ids: Vec<String> = deleted.into_iter().map(|e| e.id).collect();
             tracing::warn!(consumer = %self.what, ids = ?ids, "pending entries were trimmed from the stream before they were handled; dropping them");
@@ -318,7 +337,7 @@ impl GroupConsumer {
         // On this consumer's connection: it was just used (or re-established) successfully.
         let cmd = create_group_cmd(&self.stream, &self.group, "0");
         let result = st.reader.cmd(&cmd).await;
-        let created = group_created(result, &self.stream, &self.group)?;
+        let created = group_created(result, &self.inner, &self.stream, &self.group)?;
         st.own_pending = None;
         st.claim_cursor = "0-0".to_owned();
         self.in_flight.clear();

@@ -6,7 +6,9 @@
 //! order:
 //!
 //! 1. after a start, the consumer's own pending entries (`XREADGROUP … STREAMS key 0`): what a
-//!    previous process of the same consumer name read but did not acknowledge;
+//!    previous process of the same consumer name read but did not acknowledge; and again after
+//!    a lost connection, for entries Redis handed over in a reply that never arrived (entries
+//!    in flight in this process are skipped);
 //! 2. every `claim_idle / 2` (between 1 s and 30 s), entries idle for `claim_idle` in any
 //!    member's PEL (`XAUTOCLAIM`): the work of a consumer that died;
 //! 3. new entries (`XREADGROUP … BLOCK … STREAMS key >`), waiting at most `RedisOptions::block`.
@@ -21,7 +23,8 @@
 //!
 //! Each consumer owns its connection ([`reader`]), created without response timeout because it
 //! blocks in `XREADGROUP`; acks go through the shared publish connection. A lost connection
-//! makes `fetch` fail (the dispatcher backs off and fetches again) and is replaced on the next
+//! (or a read without a reply after `block + response_timeout`: a network black hole) makes
+//! `fetch` fail (the dispatcher backs off and fetches again) and is replaced on the next
 //! fetch. A vanished group (`NOGROUP` after `FLUSHALL` or a restart without persistence) is
 //! created again.
 
@@ -38,7 +41,7 @@ use eventbus_core::transport::{ConsumeMode, ConsumerSpec, StartFrom, StreamConsu
 use redis::Value;
 
 use crate::Inner;
-use crate::error::{command_failed, is_busy_group, unexpected};
+use crate::error::{On, command_failed_as, is_busy_group, unexpected};
 use crate::reply;
 
 /// The shortest `BLOCK` sent (`BLOCK 0` would wait forever).
@@ -60,6 +63,7 @@ pub(crate) async fn consume(
                 StartFrom::Now => "$",
             };
             create_group(inner, &spec.stream, &spec.group, start).await?;
+            check_read_permission(inner, &spec).await?;
             Ok(group::GroupConsumer::start(inner.clone(), spec))
         }
         ConsumeMode::Broadcast => {
@@ -86,11 +90,19 @@ fn create_group_cmd(stream: &str, group: &str, start: &str) -> redis::Cmd {
 }
 
 /// The outcome of `XGROUP CREATE`: true when the group was created, false when it existed.
-fn group_created(result: redis::RedisResult<Value>, stream: &str, group: &str) -> Result<bool> {
+fn group_created(
+    result: redis::RedisResult<Value>,
+    inner: &Inner,
+    stream: &str,
+    group: &str,
+) -> Result<bool> {
     match result {
         Ok(_) => Ok(true),
         Err(e) if is_busy_group(&e) => Ok(false),
-        Err(e) => Err(command_failed(
+        Err(e) => Err(command_failed_as(
+            inner.address.user(),
+            "XGROUP CREATE",
+            On::Key(stream),
             format!("XGROUP CREATE of consumer group \"{group}\" on stream \"{stream}\""),
             e,
         )),
@@ -103,7 +115,42 @@ async fn create_group(inner: &Inner, stream: &str, group: &str, start: &str) -> 
     let result = create_group_cmd(stream, group, start)
         .query_async(&mut conn)
         .await;
-    group_created(result, stream, group)
+    group_created(result, inner, stream, group)
+}
+
+/// Reading a consumer's pending entries after this id returns nothing. Not the largest id
+/// (`…615-…615`): Redis uses that one for `>`, which would deliver new entries.
+const PROBE_ENTRY_ID: &str = "18446744073709551615-18446744073709551614";
+
+/// Fails now, instead of at every fetch of a consumer that then reads nothing, when the ACL
+/// user may not run `XREADGROUP` on the stream: a read of this consumer's pending entries after
+/// an id beyond any entry's, which returns nothing and changes nothing (Redis creates the
+/// consumer, as the first fetch would).
+async fn check_read_permission(inner: &Inner, spec: &ConsumerSpec) -> Result<()> {
+    let mut conn = inner.publisher.clone();
+    let result: redis::RedisResult<Value> = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(&spec.group)
+        .arg(&spec.consumer)
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(&spec.stream)
+        .arg(PROBE_ENTRY_ID)
+        .query_async(&mut conn)
+        .await;
+    result.map(drop).map_err(|e| {
+        command_failed_as(
+            inner.address.user(),
+            "XREADGROUP",
+            On::Key(&spec.stream),
+            format!(
+                "XREADGROUP of consumer \"{}\" of group \"{}\" on stream \"{}\"",
+                spec.consumer, spec.group, spec.stream
+            ),
+            e,
+        )
+    })
 }
 
 /// The id of the newest entry (`XREVRANGE key + - COUNT 1`), `0-0` for an empty or missing
@@ -118,7 +165,15 @@ async fn last_entry_id(inner: &Inner, stream: &str) -> Result<String> {
         .arg(1)
         .query_async(&mut conn)
         .await
-        .map_err(|e| command_failed(format!("XREVRANGE of stream \"{stream}\""), e))?;
+        .map_err(|e| {
+            command_failed_as(
+                inner.address.user(),
+                "XREVRANGE",
+                On::Key(stream),
+                format!("XREVRANGE of stream \"{stream}\""),
+                e,
+            )
+        })?;
     let entries = reply::entries(value)
         .ok_or_else(|| unexpected(format!("XREVRANGE of \"{stream}\": unexpected reply shape")))?;
     Ok(entries

@@ -22,6 +22,8 @@ pub(super) struct Reader {
     conn: Option<MultiplexedConnection>,
     /// The previous connection was lost: count the next successful connect as a reconnect.
     lost: bool,
+    /// A connection was lost since [`Reader::take_dropped`] was last called.
+    dropped: bool,
     /// Longest wait for any reply, blocking reads included.
     reply_limit: Duration,
     stats: Arc<Stats>,
@@ -38,6 +40,7 @@ impl Reader {
                 .set_connection_timeout(Some(inner.options.connection_timeout)),
             conn: None,
             lost: false,
+            dropped: false,
             reply_limit: inner.options.block + inner.options.response_timeout,
             stats,
             what,
@@ -70,6 +73,7 @@ impl Reader {
             Ok(c) => c,
             Err(e) => {
                 self.lost = true;
+                self.dropped = true;
                 return Err(e);
             }
         };
@@ -87,8 +91,15 @@ impl Reader {
                 tracing::warn!(consumer = %self.what, error = %e, "stream consumer lost its connection; reconnecting on the next read");
             }
             self.lost = true;
+            self.dropped = true;
         }
         result
+    }
+
+    /// True once after the connection was lost (or could not be opened): replies Redis sent on
+    /// it may never have arrived.
+    pub(super) fn take_dropped(&mut self) -> bool {
+        std::mem::take(&mut self.dropped)
     }
 
     /// Runs one command.

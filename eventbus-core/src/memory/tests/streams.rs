@@ -315,7 +315,7 @@ async fn dead_letters_are_listed_and_replayed_to_where_they_came_from() {
     let dlq = from_stream.dlq.clone();
     t.dead_letter(from_stream.clone()).await.unwrap();
     c.ack(&ids(&got)).await.unwrap();
-    let json = Bytes::from(event(2).to_json());
+    let json = event(2).to_json();
     t.dead_letter(letter(WireBody::Json(json), "presence"))
         .await
         .unwrap();

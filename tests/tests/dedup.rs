@@ -1,0 +1,416 @@
+//! The idempotency guard of `dedup` handlers on the in-memory transport: a delivery of an event
+//! id the group handled already is acked without a call, failed calls mark nothing, marks
+//! expire, a replayed dead letter is skipped by the groups that handled it, and a consumer that
+//! handled entries and died before acking them causes no second call. (A bare payload without
+//! an id, marked by its entry id, is tested on Redis: `eventbus-redis/tests/dedup.rs`.)
+#![allow(missing_docs)] // test types
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::{WAIT, wait_until};
+use eventbus_core::activity::Activity;
+use eventbus_core::envelope::{Encoded, Metadata};
+use eventbus_core::prelude::*;
+use eventbus_core::testing::dead_letters;
+use eventbus_core::transport::{
+    ConsumerSpec, DeadLetter, DeadLetterEntry, Delivery, Outgoing, StreamConsumer, SubscribeSpec,
+    Subscription,
+};
+use eventbus_core::{Error, MemoryTransport, Transport};
+
+#[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[event(name = "test.orders.OrderCreated")]
+pub struct OrderCreated {
+    pub n: u32,
+}
+
+#[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[event(ephemeral, name = "test.live.Tick")]
+pub struct Tick {
+    pub n: u32,
+}
+
+type Seen = Arc<Mutex<Vec<u32>>>;
+
+const DAY: Duration = HandlerOptions::DEFAULT_DEDUP_TTL;
+
+fn options(group: &'static str) -> HandlerOptions {
+    HandlerOptions::new()
+        .group(group)
+        .backoff(Duration::from_millis(1))
+        .backoff_max(Duration::from_millis(5))
+}
+
+async fn record(bus: &Bus, opts: HandlerOptions) -> Seen {
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    bus.subscribe_with(opts, move |ev: OrderCreated| {
+        let s = s.clone();
+        async move { s.lock().unwrap().push(ev.n) }
+    })
+    .await
+    .unwrap();
+    seen
+}
+
+fn sorted(seen: &Seen) -> Vec<u32> {
+    let mut v = seen.lock().unwrap().clone();
+    v.sort_unstable();
+    v
+}
+
+/// `OrderCreated { n }` with the event id `id` (empty: no id, as a foreign producer sends it).
+fn order(id: &str, n: u32) -> Encoded {
+    let meta = Metadata {
+        id: id.into(),
+        source: "tests".into(),
+        event_type: "test.orders.OrderCreated".into(),
+        ..Metadata::default()
+    };
+    Encoded::new(meta, &OrderCreated { n }).unwrap()
+}
+
+/// Adds `message` to the stream of `OrderCreated` as it is (the same id twice is a producer
+/// that retried its publish); returns the entry id.
+async fn append(bus: &Bus, message: Encoded) -> String {
+    bus.transport()
+        .publish(Outgoing {
+            channel: bus.channel_of::<OrderCreated>(),
+            durability: Durability::Durable,
+            max_len: None,
+            message,
+        })
+        .await
+        .unwrap()
+        .stream_id
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_event_id_is_handled_once_per_dedup_group() {
+    let bus = Bus::memory();
+    let billing = record(&bus, options("billing").dedup(DAY)).await;
+    let audit = record(&bus, options("audit").dedup(DAY)).await;
+    let plain = record(&bus, options("plain")).await;
+    append(&bus, order("ev-1", 1)).await;
+    append(&bus, order("ev-1", 1)).await;
+    append(&bus, order("ev-2", 2)).await;
+    bus.settle().await;
+    assert_eq!(sorted(&billing), vec![1, 2]);
+    assert_eq!(sorted(&audit), vec![1, 2]);
+    assert_eq!(
+        sorted(&plain),
+        vec![1, 1, 2],
+        "without dedup: at least once"
+    );
+    let stats = bus.stats();
+    assert_eq!(stats.duplicates_skipped, 2, "{stats:?}");
+    assert_eq!(stats.handled, 7, "{stats:?}");
+    assert_eq!(stats.delivered, 9, "{stats:?}");
+    // The marks, per group, under the key the Redis transport uses too.
+    for group in ["billing", "audit"] {
+        let key = format!("eventbus.dedup:test.orders.OrderCreated:{group}:ev-1");
+        assert!(bus.transport().dedup_seen(&key).await.unwrap(), "{key}");
+    }
+    let unmarked = "eventbus.dedup:test.orders.OrderCreated:plain:ev-1";
+    assert!(!bus.transport().dedup_seen(unmarked).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_failed_call_marks_nothing_so_retries_and_redeliveries_run() {
+    let bus = Bus::memory();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    // Fails on the first call of each event, succeeds on the retry; `n == 9` always fails.
+    bus.subscribe_with(
+        options("billing").dedup(DAY).max_deliveries(2),
+        move |ev: OrderCreated, ctx: Context| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                if ev.n == 9 || ctx.attempt() == 1 {
+                    return Err(HandlerError::from("not yet"));
+                }
+                Ok(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    append(&bus, order("ev-1", 1)).await;
+    append(&bus, order("ev-9", 9)).await;
+    bus.settle().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "two calls for each event");
+    assert_eq!(dead_letters::<OrderCreated>(&bus).await.unwrap().len(), 1);
+
+    // ev-1 succeeded on its retry and is marked; ev-9 never succeeded and runs again.
+    append(&bus, order("ev-1", 1)).await;
+    append(&bus, order("ev-9", 9)).await;
+    bus.settle().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+    let stats = bus.stats();
+    assert_eq!(stats.duplicates_skipped, 1, "{stats:?}");
+    assert_eq!(stats.handled, 1, "{stats:?}");
+    assert_eq!(stats.dead_lettered, 2, "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_mark_expires_after_its_ttl() {
+    let bus = Bus::memory();
+    // Long enough for the second append to come well before it expires on a busy machine.
+    let seen = record(&bus, options("billing").dedup(Duration::from_secs(1))).await;
+    append(&bus, order("ev-1", 1)).await;
+    bus.settle().await;
+    append(&bus, order("ev-1", 1)).await;
+    bus.settle().await;
+    assert_eq!(sorted(&seen), vec![1]);
+    assert_eq!(bus.stats().duplicates_skipped, 1);
+
+    let key = "eventbus.dedup:test.orders.OrderCreated:billing:ev-1";
+    let mut expired = false;
+    for _ in 0..500 {
+        if !bus.transport().dedup_seen(key).await.unwrap() {
+            expired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(expired, "the mark outlived its ttl of 1 s by 4 s");
+    append(&bus, order("ev-1", 1)).await;
+    bus.settle().await;
+    assert_eq!(
+        sorted(&seen),
+        vec![1, 1],
+        "handled again once the mark expired"
+    );
+}
+
+/// A replayed dead letter keeps its event id: the group that gave up on it runs it again, the
+/// groups that handled it skip it.
+#[tokio::test]
+async fn a_replayed_dead_letter_is_skipped_by_the_groups_that_handled_it() {
+    let bus = Bus::builder().namespace("staging").build().unwrap();
+    let billing = record(&bus, options("billing").dedup(DAY)).await;
+    let fail = Arc::new(AtomicU32::new(1));
+    let f = fail.clone();
+    let audit: Seen = Arc::default();
+    let a = audit.clone();
+    bus.subscribe_with(options("audit").dedup(DAY), move |ev: OrderCreated| {
+        let (f, a) = (f.clone(), a.clone());
+        async move {
+            if f.load(Ordering::SeqCst) == 1 {
+                return Err(HandlerError::permanent("audit log unavailable"));
+            }
+            a.lock().unwrap().push(ev.n);
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    bus.publish(&OrderCreated { n: 3 }).await.unwrap();
+    bus.settle().await;
+    let dlq = bus.dead_letter_key_of::<OrderCreated>();
+    let letters = bus.transport().dead_letters(&dlq, 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+
+    fail.store(0, Ordering::SeqCst);
+    bus.transport()
+        .replay_dead_letter(&dlq, &letters[0].id)
+        .await
+        .unwrap();
+    bus.settle().await;
+    assert_eq!(sorted(&billing), vec![3], "billing handled it already");
+    assert_eq!(
+        sorted(&audit),
+        vec![3],
+        "audit gave up on it and runs it now"
+    );
+    assert_eq!(bus.stats().duplicates_skipped, 1);
+}
+
+#[tokio::test]
+async fn dedup_on_an_ephemeral_event_or_a_broadcast_handler_is_refused() {
+    let bus = Bus::memory();
+    let err = bus
+        .subscribe_with(options("live").dedup(DAY), |_: Tick| async {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("`dedup` needs a durable event") && text.contains("test.live.Tick"),
+        "{text}"
+    );
+    let err = bus
+        .subscribe_with(
+            HandlerOptions::new().broadcast().dedup(DAY),
+            |_: OrderCreated| async {},
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("`broadcast`"), "{err}");
+}
+
+#[tokio::test]
+async fn a_transport_without_marks_refuses_dedup_handlers_at_subscribe() {
+    let bus = Bus::builder()
+        .transport(NoMarks(MemoryTransport::new()))
+        .build()
+        .unwrap();
+    let err = bus
+        .subscribe_with(options("g").dedup(DAY), |_: OrderCreated| async {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot keep the marks"), "{err}");
+    // Without dedup the same transport is fine.
+    bus.subscribe_with(options("g"), |_: OrderCreated| async {})
+        .await
+        .unwrap();
+    bus.shutdown().await;
+}
+
+/// The crash the guard is for: a consumer handled entries, and died before its acks reached
+/// the store. The consumer that claims them skips every one its group marked.
+#[tokio::test]
+async fn entries_handled_by_a_consumer_that_died_before_acking_are_not_handled_again() {
+    let shared = MemoryTransport::new();
+    for dedup in [false, true] {
+        let namespace = if dedup { "with-dedup" } else { "without" };
+        let opts = if dedup {
+            options("billing").dedup(DAY)
+        } else {
+            options("billing")
+        };
+        // The instance that dies: its acks never arrive.
+        let doomed = Bus::builder()
+            .transport(LostAcks(shared.clone()))
+            .namespace(namespace)
+            .instance("doomed")
+            .build()
+            .unwrap();
+        let first = record(&doomed, opts).await;
+        for n in 1..=5 {
+            doomed.publish(&OrderCreated { n }).await.unwrap();
+        }
+        wait_until("the doomed instance to handle all five", WAIT, || {
+            first.lock().unwrap().len() == 5
+        })
+        .await;
+        let stream = doomed.channel_of::<OrderCreated>();
+        assert_eq!(shared.pending(&stream, "billing").len(), 5);
+        doomed.shutdown().await;
+
+        let survivor = Bus::builder()
+            .transport(shared.clone())
+            .namespace(namespace)
+            .instance("survivor")
+            .configure(|c| c.claim_idle = Duration::from_millis(50))
+            .build()
+            .unwrap();
+        let second = record(&survivor, opts).await;
+        wait_until("the survivor to claim every pending entry", WAIT, || {
+            shared.pending(&stream, "billing").is_empty()
+        })
+        .await;
+        survivor.settle().await;
+        if dedup {
+            assert_eq!(sorted(&second), Vec::<u32>::new());
+            assert_eq!(survivor.stats().duplicates_skipped, 5);
+        } else {
+            assert_eq!(sorted(&second), vec![1, 2, 3, 4, 5], "handled twice");
+            assert_eq!(survivor.stats().duplicates_skipped, 0);
+        }
+        survivor.shutdown().await;
+    }
+}
+
+/// A memory transport whose consumers' acks are lost: what a process that dies right after
+/// its handlers returned leaves behind.
+struct LostAcks(MemoryTransport);
+
+struct LostAcksConsumer(Arc<dyn StreamConsumer>);
+
+#[async_trait]
+impl StreamConsumer for LostAcksConsumer {
+    async fn fetch(&self, max: usize) -> eventbus_core::Result<Vec<Delivery>> {
+        self.0.fetch(max).await
+    }
+
+    async fn ack(&self, _entry_ids: &[String]) -> eventbus_core::Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Transport for LostAcks {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+    async fn publish(&self, message: Outgoing) -> eventbus_core::Result<Receipt> {
+        self.0.publish(message).await
+    }
+    async fn subscribe(&self, spec: SubscribeSpec) -> eventbus_core::Result<Box<dyn Subscription>> {
+        self.0.subscribe(spec).await
+    }
+    async fn consume(&self, spec: ConsumerSpec) -> eventbus_core::Result<Arc<dyn StreamConsumer>> {
+        let inner = self.0.consume(spec).await?;
+        Ok(Arc::new(LostAcksConsumer(inner)))
+    }
+    async fn dead_letter(&self, letter: DeadLetter) -> eventbus_core::Result<()> {
+        self.0.dead_letter(letter).await
+    }
+    async fn dead_letters(
+        &self,
+        dlq: &str,
+        count: usize,
+    ) -> eventbus_core::Result<Vec<DeadLetterEntry>> {
+        self.0.dead_letters(dlq, count).await
+    }
+    async fn dedup_seen(&self, key: &str) -> eventbus_core::Result<bool> {
+        self.0.dedup_seen(key).await
+    }
+    async fn dedup_mark(&self, key: &str, ttl: Duration) -> eventbus_core::Result<()> {
+        self.0.dedup_mark(key, ttl).await
+    }
+    fn activity(&self) -> Option<Activity> {
+        None
+    }
+    async fn close(&self) {
+        self.0.close().await;
+    }
+}
+
+/// A transport that keeps no dedup marks (the trait's defaults).
+struct NoMarks(MemoryTransport);
+
+#[async_trait]
+impl Transport for NoMarks {
+    fn name(&self) -> &'static str {
+        "no-marks"
+    }
+    async fn publish(&self, message: Outgoing) -> eventbus_core::Result<Receipt> {
+        self.0.publish(message).await
+    }
+    async fn subscribe(&self, spec: SubscribeSpec) -> eventbus_core::Result<Box<dyn Subscription>> {
+        self.0.subscribe(spec).await
+    }
+    async fn consume(&self, spec: ConsumerSpec) -> eventbus_core::Result<Arc<dyn StreamConsumer>> {
+        self.0.consume(spec).await
+    }
+    async fn dead_letter(&self, letter: DeadLetter) -> eventbus_core::Result<()> {
+        self.0.dead_letter(letter).await
+    }
+    async fn dead_letters(
+        &self,
+        dlq: &str,
+        count: usize,
+    ) -> eventbus_core::Result<Vec<DeadLetterEntry>> {
+        self.0.dead_letters(dlq, count).await
+    }
+}
