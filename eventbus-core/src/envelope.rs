@@ -343,6 +343,14 @@ pub fn decode(channel: &str, body: &WireBody) -> Result<Decoded, DecodeError> {
 }
 
 fn decode_json(channel: &str, bytes: &Bytes) -> Result<Decoded, DecodeError> {
+    if let Some(decoded) = compact::decode(channel, bytes) {
+        return decoded;
+    }
+    decode_general(channel, bytes)
+}
+
+/// Any JSON document: a CloudEvents envelope in any member order and spacing, or a bare payload.
+fn decode_general(channel: &str, bytes: &Bytes) -> Result<Decoded, DecodeError> {
     let is_object = bytes
         .iter()
         .find(|b| !b.is_ascii_whitespace())
@@ -517,6 +525,149 @@ fn apply_attributes<'a>(
 fn is_json_content_type(ct: &str) -> bool {
     let base = ct.split(';').next().unwrap_or("").trim();
     base == "application/json" || base == "text/json" || base.ends_with("+json")
+}
+
+/// The fast path for the layout [`Encoded`] writes: no whitespace, attribute values that are
+/// plain strings (no escapes) or digits, and `data` an object or array as the last member. It
+/// finds where `data` ends by its brackets and strings alone and leaves the payload's full
+/// check to the typed parse, which reads it anyway: the payload is scanned once, not twice.
+/// Anything else (whitespace, escapes, `null`, `data` first or scalar, more attributes than
+/// fit) is declined and read by the general decoder, so both agree on every input they accept.
+mod compact {
+    use super::*;
+
+    /// At most this many attributes before `data`; more is declined.
+    const MAX_ATTRS: usize = 24;
+
+    pub(super) fn decode(channel: &str, bytes: &Bytes) -> Option<Result<Decoded, DecodeError>> {
+        // UTF-8 once for the whole document, as the general decoder demands (a typed parse would
+        // not look inside the strings it ignores). Every slice below starts and ends next to an
+        // ASCII delimiter, so `str::get` never falls between the bytes of a character.
+        let doc = std::str::from_utf8(bytes).ok()?;
+        let raw = doc.as_bytes();
+        if raw.first() != Some(&b'{') || raw.last() != Some(&b'}') {
+            return None;
+        }
+        let mut attrs: [(&str, &str); MAX_ATTRS] = [("", ""); MAX_ATTRS];
+        let mut n = 0;
+        let mut spec = None;
+        let mut pos = 1;
+        loop {
+            let key = string(doc, &mut pos)?;
+            if raw.get(pos) != Some(&b':') {
+                return None;
+            }
+            pos += 1;
+            if key == "data" {
+                let end = container_end(raw, pos)?;
+                // `data` must be the last member: only the closing brace may follow.
+                if end + 1 != raw.len() {
+                    return None;
+                }
+                let spec = spec?;
+                let mut meta = Metadata::default();
+                let mut it = attrs[..n]
+                    .iter()
+                    .map(|(k, v)| (Cow::Borrowed(*k), Attr::Text(v.as_bytes())));
+                let applied = apply_attributes(channel, raw, spec, &mut it, &mut meta, &mut None);
+                return Some(applied.map(|()| Decoded {
+                    meta,
+                    data: bytes.slice(pos..end),
+                }));
+            }
+            let value = match raw.get(pos)? {
+                b'"' => string(doc, &mut pos)?,
+                b'0'..=b'9' => {
+                    let start = pos;
+                    while raw.get(pos).is_some_and(u8::is_ascii_digit) {
+                        pos += 1;
+                    }
+                    doc.get(start..pos)?
+                }
+                _ => return None,
+            };
+            if key == "specversion" {
+                spec = Some(value);
+            } else {
+                *attrs.get_mut(n)? = (key, value);
+                n += 1;
+            }
+            if raw.get(pos) != Some(&b',') {
+                return None;
+            }
+            pos += 1;
+        }
+    }
+
+    /// A JSON string at `pos` without escapes or control characters; moves `pos` past its
+    /// closing quote.
+    fn string<'a>(doc: &'a str, pos: &mut usize) -> Option<&'a str> {
+        let raw = doc.as_bytes();
+        if raw.get(*pos) != Some(&b'"') {
+            return None;
+        }
+        let start = *pos + 1;
+        let len = memchr::memchr2(b'"', b'\\', raw.get(start..)?)?;
+        let text = doc.get(start..start + len)?;
+        if raw.get(start + len) != Some(&b'"') || text.bytes().any(|b| b < 0x20) {
+            return None;
+        }
+        *pos = start + len + 1;
+        Some(text)
+    }
+
+    /// The index after the closing bracket of the object or array that opens at `pos`. Only
+    /// brackets and strings are followed; the payload's grammar is checked by its typed parse.
+    fn container_end(doc: &[u8], start: usize) -> Option<usize> {
+        if !matches!(doc.get(start)?, b'{' | b'[') {
+            return None;
+        }
+        // The bytes that matter: a quote (a string is skipped whole) and the four brackets.
+        const STOP: [bool; 256] = {
+            let mut t = [false; 256];
+            t[b'"' as usize] = true;
+            t[b'{' as usize] = true;
+            t[b'}' as usize] = true;
+            t[b'[' as usize] = true;
+            t[b']' as usize] = true;
+            t
+        };
+        let mut depth = 0usize;
+        let mut pos = start;
+        while let Some(&b) = doc.get(pos) {
+            if !STOP[usize::from(b)] {
+                pos += 1;
+                continue;
+            }
+            match b {
+                b'"' => {
+                    pos = string_end(doc, pos + 1)?;
+                    continue;
+                }
+                b'{' | b'[' => depth += 1,
+                _ => {
+                    depth = depth.checked_sub(1)?;
+                    if depth == 0 {
+                        return Some(pos + 1);
+                    }
+                }
+            }
+            pos += 1;
+        }
+        None
+    }
+
+    /// The index after the closing quote of a string whose content starts at `pos`.
+    fn string_end(doc: &[u8], mut pos: usize) -> Option<usize> {
+        loop {
+            let i = pos + memchr::memchr2(b'"', b'\\', doc.get(pos..)?)?;
+            if doc.get(i)? == &b'\\' {
+                pos = i + 2;
+            } else {
+                return Some(i + 1);
+            }
+        }
+    }
 }
 
 /// The top-level object, read in one pass with every value kept as raw JSON.
@@ -755,6 +906,104 @@ mod tests {
             write_json_str(&mut out, text);
             assert_eq!(out, serde_json::to_vec(text).unwrap(), "{text:?}");
         }
+    }
+
+    /// Documents as eventbus writes them, and the same documents mutated as a peer or a faulty
+    /// network might: the fast path either declines or agrees with the general decoder, and
+    /// where only the fast path accepts, the payload is invalid JSON its typed parse refuses.
+    #[test]
+    fn compact_fast_path_agrees_with_the_general_decoder() {
+        use proptest::prelude::*;
+        let meta = (
+            prop_oneof!["[a-z0-9-]{1,12}", "[ -~]{0,12}"],
+            prop_oneof!["[a-z][a-z.]{0,11}", "[a-z.\\\\\"é]{0,12}"],
+            proptest::option::of(0u32..5),
+            proptest::collection::btree_map("[a-z]{1,6}", "[ -~]{0,8}", 0..3),
+        );
+        let payload = prop_oneof![
+            Just(serde_json::json!({"a": 1})),
+            Just(serde_json::json!([1, "}", {"b": "]\\\""}])),
+            Just(serde_json::json!({"deep": [[[{"x": null}]]], "s": "a\\u0001b"})),
+            Just(serde_json::json!("scalar")),
+            Just(serde_json::json!(null)),
+        ];
+        let mutation = prop_oneof![Just(None), (0usize..400, any::<u8>()).prop_map(Some),];
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(3000));
+        let (fast_ok, fast_err) = (
+            std::sync::atomic::AtomicUsize::new(0),
+            std::sync::atomic::AtomicUsize::new(0),
+        );
+        runner
+            .run(
+                &(meta, payload, mutation),
+                |((id, ty, version, headers), payload, m)| {
+                    let meta = Metadata {
+                        id,
+                        source: "svc".into(),
+                        event_type: ty,
+                        time: Some("2026-11-24T00:00:00.000000Z".into()),
+                        data_version: version,
+                        headers,
+                        ..Metadata::default()
+                    };
+                    let mut doc = Encoded::new(meta, &payload).unwrap().to_json().to_vec();
+                    if let Some((at, byte)) = m {
+                        let at = at % (doc.len() + 1);
+                        doc.insert(at, byte);
+                    }
+                    let doc = Bytes::from(doc);
+                    let Some(fast) = compact::decode("c", &doc) else {
+                        return Ok(());
+                    };
+                    let counter = if fast.is_ok() { &fast_ok } else { &fast_err };
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    match (fast, decode_general("c", &doc)) {
+                        (Ok(f), Ok(g)) => {
+                            prop_assert_eq!(f.meta, g.meta);
+                            prop_assert_eq!(f.data, g.data);
+                        }
+                        (Err(f), Err(_)) => prop_assert!(!f.reason.is_empty()),
+                        (Ok(f), Err(_)) => prop_assert!(
+                            serde_json::from_slice::<de::IgnoredAny>(&f.data).is_err(),
+                            "only the fast path accepted {:?}",
+                            String::from_utf8_lossy(&doc)
+                        ),
+                        (Err(f), Ok(_)) => prop_assert!(
+                            false,
+                            "only the general decoder accepted {:?}: {}",
+                            String::from_utf8_lossy(&doc),
+                            f
+                        ),
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+        // The property is not vacuous: the fast path took many of the cases, both ways.
+        let (fast_ok, fast_err) = (fast_ok.into_inner(), fast_err.into_inner());
+        assert!(fast_ok > 300 && fast_err > 10, "{fast_ok} / {fast_err}");
+    }
+
+    #[test]
+    fn what_eventbus_writes_takes_the_fast_path() {
+        let mut plain = sample().meta().clone();
+        plain.headers.insert("tenant".into(), "acme".into());
+        let enc = Encoded::new(plain, &serde_json::json!({"x": [1, "}"]})).unwrap();
+        let fast =
+            compact::decode("a.B", &enc.to_json()).expect("the fast path reads its own layout");
+        let fast = fast.unwrap();
+        assert_eq!(fast.meta.headers["tenant"], "acme");
+        assert_eq!(fast.meta.data_version, Some(2));
+        assert_eq!(&fast.data[..], b"{\"x\":[1,\"}\"]}");
+        // An escaped attribute value is the general decoder's job.
+        assert!(compact::decode("a.B", &sample().to_json()).is_none());
+        let spaced = Bytes::from_static(
+            b"{ \"specversion\":\"1.0\",\"id\":\"1\",\"type\":\"t\",\"data\":{}}",
+        );
+        assert!(
+            compact::decode("c", &spaced).is_none(),
+            "whitespace goes the general way"
+        );
     }
 
     #[test]
