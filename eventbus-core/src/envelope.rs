@@ -45,7 +45,8 @@ pub struct Metadata {
     pub event_type: String,
     /// When it was published, RFC 3339 in UTC.
     pub time: Option<String>,
-    /// The content type of `data`; `application/json` when set by eventbus.
+    /// The content type of `data` when it is not plain `application/json` (`None`: plain JSON,
+    /// what eventbus writes).
     pub data_content_type: Option<String>,
     /// The payload schema version (`#[event(version = N)]`), extension `dataversion`.
     pub data_version: Option<u32>,
@@ -432,23 +433,25 @@ enum Attr<'a> {
 
 impl<'a> Attr<'a> {
     fn text(&self) -> Option<String> {
+        self.cow().map(Cow::into_owned)
+    }
+
+    /// The value as text, borrowed where no unescaping or repair is needed.
+    fn cow(&self) -> Option<Cow<'a, str>> {
         match self {
             Attr::Json(raw) => {
-                let s = raw.get();
+                let s: &'a str = raw.get();
                 if s.len() >= 2 && s.starts_with('"') && !s.contains('\\') {
-                    Some(s[1..s.len() - 1].to_owned())
+                    s.get(1..s.len() - 1).map(Cow::Borrowed)
                 } else if s.starts_with('"') {
-                    serde_json::from_str::<String>(s).ok()
+                    serde_json::from_str::<String>(s).ok().map(Cow::Owned)
                 } else if s == "null" {
                     None
                 } else {
-                    Some(s.to_owned())
+                    Some(Cow::Borrowed(s))
                 }
             }
-            Attr::Text(b) => Some(match std::str::from_utf8(b) {
-                Ok(s) => s.to_owned(),
-                Err(_) => String::from_utf8_lossy(b).into_owned(),
-            }),
+            Attr::Text(b) => Some(String::from_utf8_lossy(b)),
         }
     }
 
@@ -484,7 +487,7 @@ fn apply_attributes<'a>(
             "type" => meta.event_type = text(),
             "time" => meta.time = value.text(),
             "datacontenttype" => {
-                let ct = text();
+                let ct = value.cow().unwrap_or_default();
                 if !is_json_content_type(&ct) {
                     return Err(DecodeError::new(
                         channel,
@@ -492,9 +495,12 @@ fn apply_attributes<'a>(
                         whole,
                     ));
                 }
-                meta.data_content_type = Some(ct);
+                // `None` stands for `application/json`, what eventbus writes when it is unset.
+                meta.data_content_type = (ct != JSON_CONTENT_TYPE).then(|| ct.into_owned());
             }
-            "dataversion" => meta.data_version = text().trim_matches('"').parse().ok(),
+            "dataversion" => {
+                meta.data_version = value.cow().and_then(|v| v.trim_matches('"').parse().ok())
+            }
             "correlationid" => meta.correlation_id = value.text(),
             "causationid" => meta.causation_id = value.text(),
             "replyto" => meta.reply_to = value.text(),
@@ -804,9 +810,7 @@ mod tests {
         assert_eq!(v["dataversion"], 2);
         assert_eq!(v["data"]["x"], 1);
         let dec = decode("a.B", &WireBody::Json(json)).unwrap();
-        let mut expected = enc.meta.clone();
-        expected.data_content_type = Some(JSON_CONTENT_TYPE.into());
-        assert_eq!(dec.meta, expected);
+        assert_eq!(&dec.meta, enc.meta());
         assert_eq!(&dec.data[..], b"{\"x\":1}");
     }
 
