@@ -40,6 +40,9 @@ pub struct BusConfig {
     /// Pub/sub messages buffered per subscriber before the oldest are dropped (default 65,536,
     /// about what Redis itself buffers for a subscriber before it disconnects it).
     pub subscriber_capacity: usize,
+    /// Pub/sub payload bytes buffered per subscriber before the oldest messages are dropped
+    /// (default 64 MiB): a stalled subscriber of large messages stays bounded in memory.
+    pub subscriber_capacity_bytes: usize,
     /// Stream length kept for durable types without `maxlen` (default 100,000; `None`: unbounded).
     pub default_max_len: Option<u64>,
     /// Timeout of [`Bus::request`] (default 5 s).
@@ -64,6 +67,7 @@ impl Default for BusConfig {
             source: default_source(),
             instance: default_instance(),
             subscriber_capacity: 65_536,
+            subscriber_capacity_bytes: 64 << 20,
             default_max_len: Some(100_000),
             request_timeout: Duration::from_secs(5),
             claim_idle: Duration::from_secs(30),
@@ -670,6 +674,7 @@ impl Bus {
             .subscribe(SubscribeSpec {
                 target: target.clone(),
                 capacity: self.inner.config.subscriber_capacity,
+                capacity_bytes: self.inner.config.subscriber_capacity_bytes,
                 stats: self.inner.stats.clone(),
             })
             .await?;

@@ -44,6 +44,7 @@ async fn router(bus: &Bus) -> Result<&ReplyRouter> {
                 .subscribe(SubscribeSpec {
                     target: Target::Channel(channel.clone()),
                     capacity: bus.config().subscriber_capacity,
+                    capacity_bytes: bus.config().subscriber_capacity_bytes,
                     stats: bus.stats_handle(),
                 })
                 .await?;

@@ -70,6 +70,9 @@ pub struct SubscribeSpec {
     /// Messages buffered for a subscriber that is behind; beyond it the oldest are dropped
     /// and counted in `stats.dropped`.
     pub capacity: usize,
+    /// Payload bytes buffered for a subscriber that is behind; beyond it the oldest messages
+    /// are dropped and counted the same way.
+    pub capacity_bytes: usize,
     /// Where drops and reconnects are counted.
     pub stats: Arc<Stats>,
 }

@@ -190,7 +190,7 @@ impl PubSubHub {
             return Err(Error::Closed);
         }
         let subscriber = Arc::new(Subscriber {
-            queue: DropOldestQueue::new(spec.capacity),
+            queue: DropOldestQueue::with_max_bytes(spec.capacity, spec.capacity_bytes),
             capacity: spec.capacity,
             stats: spec.stats,
             target: spec.target.clone(),
@@ -267,9 +267,10 @@ impl Subscriber {
             delivery_count: 1,
             token: None,
         };
-        if let Ok(Some(_dropped)) = self.queue.push(delivery) {
-            Stats::incr(&self.stats.dropped);
-            self.unreported_drops.fetch_add(1, Ordering::Relaxed);
+        if let Ok(dropped @ 1..) = self.queue.push(delivery, payload.len()) {
+            Stats::add(&self.stats.dropped, dropped as u64);
+            self.unreported_drops
+                .fetch_add(dropped as u64, Ordering::Relaxed);
             self.warn_drops();
         }
     }

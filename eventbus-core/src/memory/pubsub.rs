@@ -62,11 +62,13 @@ impl Slot {
             delivery_count: 1,
             token: Some(activity.token()),
         };
-        match self.queue.push(delivery) {
-            Ok(None) => 1,
-            // The dropped delivery's token goes with it: the count of pending work falls.
-            Ok(Some(_oldest)) => {
-                self.dropped();
+        match self.queue.push(delivery, body.len()) {
+            Ok(0) => 1,
+            // The dropped deliveries' tokens go with them: the count of pending work falls.
+            Ok(dropped) => {
+                for _ in 0..dropped {
+                    self.dropped();
+                }
                 1
             }
             Err(_closed) => 0,
@@ -118,7 +120,10 @@ impl PubSub {
         conn: &Connection,
         spec: SubscribeSpec,
     ) -> Result<MemorySubscription> {
-        let queue = Arc::new(DropOldestQueue::new(spec.capacity));
+        let queue = Arc::new(DropOldestQueue::with_max_bytes(
+            spec.capacity,
+            spec.capacity_bytes,
+        ));
         let mut registry = lock(&shared.pubsub.registry);
         // Checked under the lock that `close` takes after setting the flag: a subscription is
         // either refused here or ended by `close`.

@@ -50,6 +50,7 @@ fn subscription(target: Target, capacity: usize) -> SubscribeSpec {
     SubscribeSpec {
         target,
         capacity,
+        capacity_bytes: usize::MAX,
         stats: Arc::new(Stats::default()),
     }
 }
