@@ -21,8 +21,10 @@ pub(crate) fn xadd(
     max_len: Option<u64>,
     fields: &[(Cow<'_, str>, Bytes)],
 ) -> redis::Cmd {
-    let mut cmd = redis::cmd("XADD");
-    cmd.arg(key);
+    // Sized up front: the payload is copied once into the command, without regrowing.
+    let size = key.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() + 64;
+    let mut cmd = redis::Cmd::with_capacity(6 + 2 * fields.len(), size);
+    cmd.arg("XADD").arg(key);
     if let Some(n) = max_len {
         cmd.arg("MAXLEN").arg("~").arg(n);
     }
@@ -37,9 +39,10 @@ pub(crate) fn xadd(
 fn command(message: &Outgoing) -> redis::Cmd {
     match message.durability {
         Durability::Ephemeral => {
-            let mut cmd = redis::cmd("PUBLISH");
-            cmd.arg(&message.channel)
-                .arg(&message.message.to_json()[..]);
+            let document = message.message.to_json();
+            let size = message.channel.len() + document.len() + 16;
+            let mut cmd = redis::Cmd::with_capacity(3, size);
+            cmd.arg("PUBLISH").arg(&message.channel).arg(&document[..]);
             cmd
         }
         Durability::Durable => xadd(
@@ -98,7 +101,7 @@ pub(crate) async fn publish_all(inner: &Inner, messages: Vec<Outgoing>) -> Resul
         }
         return Ok(out);
     }
-    let mut pipe = redis::pipe();
+    let mut pipe = redis::Pipeline::with_capacity(messages.len());
     for m in &messages {
         pipe.add_command(command(m));
     }
