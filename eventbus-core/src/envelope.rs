@@ -429,6 +429,8 @@ fn decode_fields(channel: &str, fields: &[(String, Bytes)]) -> Result<Decoded, D
 enum Attr<'a> {
     Json(&'a RawValue),
     Text(&'a [u8]),
+    /// Text already checked to be UTF-8 without escapes (the compact fast path).
+    Plain(&'a str),
 }
 
 impl<'a> Attr<'a> {
@@ -452,6 +454,7 @@ impl<'a> Attr<'a> {
                 }
             }
             Attr::Text(b) => Some(String::from_utf8_lossy(b)),
+            Attr::Plain(t) => Some(Cow::Borrowed(t)),
         }
     }
 
@@ -459,6 +462,7 @@ impl<'a> Attr<'a> {
         match self {
             Attr::Json(raw) => raw.get().as_bytes(),
             Attr::Text(b) => b,
+            Attr::Plain(t) => t.as_bytes(),
         }
     }
 }
@@ -574,7 +578,7 @@ mod compact {
                 let mut meta = Metadata::default();
                 let mut it = attrs[..n]
                     .iter()
-                    .map(|(k, v)| (Cow::Borrowed(*k), Attr::Text(v.as_bytes())));
+                    .map(|(k, v)| (Cow::Borrowed(*k), Attr::Plain(v)));
                 let applied = apply_attributes(channel, raw, spec, &mut it, &mut meta, &mut None);
                 return Some(applied.map(|()| Decoded {
                     meta,
