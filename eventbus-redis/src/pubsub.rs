@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,9 +29,8 @@ use eventbus_core::queue::DropOldestQueue;
 use eventbus_core::stats::Stats;
 use eventbus_core::transport::{Delivery, SubscribeSpec, Subscription, Target};
 use eventbus_core::{Error, Result};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{AsyncPushSender, ConnectionManager, ConnectionManagerConfig, SendError};
 use redis::{ProtocolVersion, PushInfo, PushKind, Value};
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -75,12 +74,22 @@ impl PubSubHub {
     /// Opens the pub/sub connection and starts the router task.
     pub(crate) async fn start(inner: &Inner) -> Result<Arc<PubSubHub>> {
         let client = inner.address.client(ProtocolVersion::RESP3)?;
-        let (tx, rx) = unbounded_channel::<PushInfo>();
+        let routes = Arc::new(Routes::default());
+        let closed = inner.closed.child_token();
+        let probing = Arc::new(AtomicBool::new(false));
+        // The connection's reader hands every push straight to the router: no task between
+        // the socket and the subscribers' queues.
+        let router = Arc::new(Router {
+            routes: routes.clone(),
+            conn: OnceLock::new(),
+            closed: closed.clone(),
+            probing: probing.clone(),
+        });
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(inner.options.response_timeout))
             .set_connection_timeout(Some(inner.options.connection_timeout))
             .set_max_delay(inner.options.reconnect_max_delay)
-            .set_push_sender(tx)
+            .set_push_sender(RouterSender(router.clone()))
             .set_automatic_resubscription();
         let conn = client
             .get_connection_manager_with_config(config.clone())
@@ -92,16 +101,13 @@ impl PubSubHub {
                 )
             })?;
         let conn: Current = Arc::new(Mutex::new(conn));
-        let routes = Arc::new(Routes::default());
-        let closed = inner.closed.child_token();
-        let probing = Arc::new(AtomicBool::new(false));
-        let router = Router {
-            routes: routes.clone(),
-            conn: conn.clone(),
-            closed: closed.clone(),
-            probing: probing.clone(),
-        };
-        tokio::spawn(router.run(rx));
+        let _ = router.conn.set(conn.clone());
+        // Ends every local subscription once the transport closes.
+        let (on_close, close_routes) = (closed.clone(), routes.clone());
+        tokio::spawn(async move {
+            on_close.cancelled().await;
+            close_routes.close_all();
+        });
         tracing::debug!(server = %inner.address, "pub/sub connection opened");
         let hub = Arc::new(PubSubHub {
             conn,
@@ -399,31 +405,32 @@ impl Routes {
     }
 }
 
-/// Reads the push messages of the pub/sub connection and routes them.
+/// Routes the push messages of the pub/sub connection to the local subscribers; called by the
+/// connection's reader for each one, so it never blocks (a short lock, a queue push).
 struct Router {
     routes: Arc<Routes>,
-    conn: Current,
+    /// The connection, once opened (a lost one is probed through it).
+    conn: OnceLock<Current>,
     closed: CancellationToken,
     /// A probe of the lost connection is running.
     probing: Arc<AtomicBool>,
 }
 
-impl Router {
-    async fn run(self, mut pushes: UnboundedReceiver<PushInfo>) {
-        loop {
-            let push = tokio::select! {
-                biased;
-                () = self.closed.cancelled() => break,
-                push = pushes.recv() => match push {
-                    Some(push) => push,
-                    None => break,
-                },
-            };
-            self.handle(push);
-        }
-        self.routes.close_all();
-    }
+/// The push sender given to redis-rs.
+struct RouterSender(Arc<Router>);
 
+impl AsyncPushSender for RouterSender {
+    fn send(&self, info: PushInfo) -> Result<(), SendError> {
+        if self.0.closed.is_cancelled() {
+            // The transport is closed: tell the connection nobody listens any more.
+            return Err(SendError);
+        }
+        self.0.handle(info);
+        Ok(())
+    }
+}
+
+impl Router {
     fn handle(&self, push: PushInfo) {
         let mut data = push.data.into_iter();
         match push.kind {
@@ -477,7 +484,9 @@ impl Router {
         if self.probing.swap(true, Ordering::SeqCst) {
             return;
         }
-        let conn = self.conn.clone();
+        let Some(conn) = self.conn.get().cloned() else {
+            return;
+        };
         let closed = self.closed.clone();
         let probing = self.probing.clone();
         tokio::spawn(async move {
