@@ -355,11 +355,13 @@ impl Routes {
         self.lock().map(target).contains_key(target.as_str())
     }
 
-    fn deliver(&self, target: &Target, channel: &str, payload: &Bytes) {
+    /// Hands a message to the subscribers of its pattern, or of its channel when it came
+    /// without one.
+    fn deliver(&self, pattern: Option<&str>, channel: &str, payload: &Bytes) {
         let table = self.lock();
-        let list = match target {
-            Target::Channel(c) => table.channels.get(c),
-            Target::Pattern(p) => table.patterns.get(p),
+        let list = match pattern {
+            None => table.channels.get(channel),
+            Some(p) => table.patterns.get(p),
         };
         for (_, subscriber) in list.into_iter().flatten() {
             subscriber.deliver(channel, payload);
@@ -416,6 +418,15 @@ struct Router {
     probing: Arc<AtomicBool>,
 }
 
+/// A channel or pattern name of a push message, borrowed when it is valid UTF-8.
+fn text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b)),
+        Value::SimpleString(s) => Some(std::borrow::Cow::Borrowed(s)),
+        other => crate::reply::text(other).map(std::borrow::Cow::Owned),
+    }
+}
+
 /// The push sender given to redis-rs.
 struct RouterSender(Arc<Router>);
 
@@ -452,7 +463,7 @@ impl Router {
     }
 
     fn route(&self, pattern: Option<&Value>, channel: &Value, payload: Value) {
-        let Some(channel) = crate::reply::text(channel) else {
+        let Some(channel) = text(channel) else {
             return;
         };
         let payload = match payload {
@@ -462,11 +473,14 @@ impl Router {
                 None => return,
             },
         };
-        let target = match pattern.and_then(crate::reply::text) {
-            Some(p) => Target::Pattern(p),
-            None => Target::Channel(channel.clone()),
+        let pattern = match pattern {
+            Some(p) => match text(p) {
+                Some(p) => Some(p),
+                None => return,
+            },
+            None => None,
         };
-        self.routes.deliver(&target, &channel, &payload);
+        self.routes.deliver(pattern.as_deref(), &channel, &payload);
     }
 
     fn connection_lost(&self) {
