@@ -177,18 +177,47 @@ impl Encoded {
 }
 
 /// Writes `{` and every attribute of `meta` followed by `"data":`; returns where `data` starts.
-fn write_prefix(out: &mut Vec<u8>, meta: &Metadata) -> usize {
-    out.push(b'{');
-    for_each_attribute(meta, |name, value| {
-        write_json_str(out, name);
-        out.push(b':');
-        match value {
-            AttrValue::Str(s) => write_json_str(out, s),
-            AttrValue::Int(n) => write_u32(out, n),
+/// The same attributes in the same order as `for_each_attribute`, with the constant names
+/// written as they are (only values, and the names of free headers, are checked for escapes).
+fn write_prefix(out: &mut Vec<u8>, m: &Metadata) -> usize {
+    out.extend_from_slice(br#"{"specversion":"1.0","id":"#);
+    write_json_str(out, &m.id);
+    out.extend_from_slice(br#","source":"#);
+    write_json_str(out, &m.source);
+    out.extend_from_slice(br#","type":"#);
+    write_json_str(out, &m.event_type);
+    if let Some(t) = &m.time {
+        out.extend_from_slice(br#","time":"#);
+        write_json_str(out, t);
+    }
+    out.extend_from_slice(br#","datacontenttype":"#);
+    write_json_str(
+        out,
+        m.data_content_type.as_deref().unwrap_or(JSON_CONTENT_TYPE),
+    );
+    if let Some(v) = m.data_version {
+        out.extend_from_slice(br#","dataversion":"#);
+        write_u32(out, v);
+    }
+    for (name, value) in [
+        (&br#","correlationid":"#[..], &m.correlation_id),
+        (br#","causationid":"#, &m.causation_id),
+        (br#","replyto":"#, &m.reply_to),
+    ] {
+        if let Some(v) = value {
+            out.extend_from_slice(name);
+            write_json_str(out, v);
         }
-        out.push(b',');
-    });
-    out.extend_from_slice(b"\"data\":");
+    }
+    for (k, v) in &m.headers {
+        if !is_reserved_attribute(k) {
+            out.push(b',');
+            write_json_str(out, k);
+            out.push(b':');
+            write_json_str(out, v);
+        }
+    }
+    out.extend_from_slice(br#","data":"#);
     out.len()
 }
 
