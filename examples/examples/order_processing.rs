@@ -9,7 +9,9 @@
 //! `billing` charges the card. The card of order `o-3` is declined three times in a row, so the
 //! billing handler gives up and the entry lands in `shop.orders.OrderPlaced.dlq` with the reason,
 //! while `inventory` handled it normally. After the card is fixed, the dead letter is replayed
-//! and the order is charged. On Redis, run it twice: every run uses a fresh namespace.
+//! and the order is charged. Both handlers are `dedup`: the replayed entry reaches both groups
+//! again, and `inventory`, which handled it already, skips it instead of reserving twice.
+//! On Redis, run it twice: every run uses a fresh namespace.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -34,7 +36,7 @@ struct Shop {
     card_fixed: AtomicBool,
 }
 
-#[handler(group = "inventory")]
+#[handler(group = "inventory", dedup)]
 async fn reserve_stock(order: OrderPlaced, ctx: Context) -> Result<(), HandlerError> {
     println!("[inventory] reserved stock for {}", order.order_id);
     ctx.state::<Shop>()?
@@ -45,7 +47,7 @@ async fn reserve_stock(order: OrderPlaced, ctx: Context) -> Result<(), HandlerEr
     Ok(())
 }
 
-#[handler(group = "billing", max_deliveries = 3, backoff_ms = 50)]
+#[handler(group = "billing", dedup, max_deliveries = 3, backoff_ms = 50)]
 async fn charge_card(order: OrderPlaced, ctx: Context) -> Result<(), HandlerError> {
     let shop = ctx.state::<Shop>()?;
     if order.card == "4000-0000-0000-0002" && !shop.card_fixed.load(Ordering::SeqCst) {
@@ -131,17 +133,21 @@ async fn main() -> eventbus::Result<()> {
         );
     }
 
-    // A replay appends the entry to the stream again, so every group sees it once more:
-    // handlers are at-least-once anyway, and reserving stock twice for one order is a no-op here.
+    // A replay appends the entry to the stream again, so every group sees it once more; the
+    // event keeps its id, so `inventory` (dedup) knows it handled it and skips it.
     println!("the customer updated the card; replaying the dead letter");
     shop.card_fixed.store(true, Ordering::SeqCst);
     for entry in letters {
         bus.transport().replay_dead_letter(&dlq, &entry.id).await?;
     }
-    wait_until("o-3 to be charged", || {
-        shop.charged.lock().unwrap().contains("o-3")
+    wait_until("o-3 to be charged and skipped by inventory", || {
+        shop.charged.lock().unwrap().contains("o-3") && bus.stats().duplicates_skipped == 1
     })
     .await;
+    println!(
+        "redeliveries skipped by dedup handlers: {}",
+        bus.stats().duplicates_skipped
+    );
 
     println!(
         "reserved: {:?}\ncharged:  {:?}",
