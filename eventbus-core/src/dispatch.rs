@@ -270,6 +270,23 @@ impl Runner {
 
 /// Runs a pub/sub subscription until it closes or the handler is stopped.
 pub(crate) async fn run_pubsub(runner: Runner, mut sub: Box<dyn Subscription>) {
+    if runner.options.concurrency <= 1 {
+        // One call at a time (the default): awaited in place, without the bookkeeping of
+        // concurrent calls. A shutdown is seen between messages; the current call finishes.
+        loop {
+            tokio::select! {
+                biased;
+                () = runner.cancel.cancelled() => break,
+                next = sub.next() => match next {
+                    Some(delivery) => {
+                        runner.process(delivery).await;
+                    }
+                    None => break,
+                },
+            }
+        }
+        return;
+    }
     let mut in_flight = FuturesUnordered::new();
     loop {
         let room = in_flight.len() < runner.options.concurrency;
