@@ -621,6 +621,10 @@ mod compact {
                     while raw.get(pos).is_some_and(u8::is_ascii_digit) {
                         pos += 1;
                     }
+                    // JSON allows no leading zero (`01`): the general decoder refuses it.
+                    if pos - start > 1 && raw[start] == b'0' {
+                        return None;
+                    }
                     doc.get(start..pos)?
                 }
                 _ => return None,

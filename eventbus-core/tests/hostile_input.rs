@@ -114,4 +114,62 @@ proptest! {
         prop_assert_eq!(&from_fields.meta.source, &meta.source);
         prop_assert_eq!(from_fields.payload::<serde_json::Value>("c").unwrap(), payload);
     }
+
+    /// An envelope as eventbus writes it, with one byte changed or inserted anywhere, judged
+    /// against serde_json as the oracle: whatever the decoder accepts (by its fast path for the
+    /// compact layout or its general path) means what serde_json reads in it, and a document
+    /// only the decoder accepts carries a payload no typed parse takes.
+    #[test]
+    fn mutated_envelopes_decode_as_serde_json_reads_them(
+        id in prop_oneof!["[a-z0-9-]{1,12}", "[ -~]{0,12}"],
+        payload in payload(),
+        at in any::<usize>(),
+        byte in any::<u8>(),
+        insert in any::<bool>(),
+    ) {
+        let meta = Metadata {
+            id,
+            source: "svc".into(),
+            event_type: "a.B".into(),
+            time: Some("2026-11-24T00:00:00.000000Z".into()),
+            data_version: Some(1),
+            ..Metadata::default()
+        };
+        let mut doc = Encoded::new(meta, &payload).unwrap().to_json().to_vec();
+        let at = at % doc.len();
+        if insert {
+            doc.insert(at, byte);
+        } else {
+            doc[at] = byte;
+        }
+        let oracle = serde_json::from_slice::<serde_json::Value>(&doc);
+        let Ok(decoded) = decode("c", &WireBody::Json(Bytes::from(doc.clone()))) else {
+            return Ok(());
+        };
+        let data = serde_json::from_slice::<serde_json::Value>(&decoded.data);
+        match oracle {
+            Ok(v) if v.get("specversion").is_some() => {
+                let data = data.ok();
+                prop_assert_eq!(data.as_ref(), Some(&v["data"]), "{}", String::from_utf8_lossy(&doc));
+                if let Some(id) = v["id"].as_str() {
+                    prop_assert_eq!(decoded.meta.id.as_str(), id);
+                }
+            }
+            // No envelope: the whole document is the payload.
+            Ok(v) => prop_assert_eq!(data.ok(), Some(v)),
+            Err(_) => prop_assert!(data.is_err(), "only the decoder accepted {}", String::from_utf8_lossy(&doc)),
+        }
+    }
+}
+
+/// Payloads with nesting, strings holding brackets and quotes, and scalars.
+fn payload() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        Just(serde_json::json!({"a": 1})),
+        Just(serde_json::json!([1, "}", {"b": "]\\\""}])),
+        Just(serde_json::json!({"deep": [[[{"x": null}]]], "s": "a\u{1}b", "e": "ünï"})),
+        Just(serde_json::json!("scalar")),
+        Just(serde_json::json!(null)),
+        "[ -~]{0,16}".prop_map(|t| serde_json::json!({"t": t, "n": [t.len()]})),
+    ]
 }
