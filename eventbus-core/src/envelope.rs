@@ -1045,6 +1045,12 @@ mod tests {
             compact::decode("c", &spaced).is_none(),
             "whitespace goes the general way"
         );
+        // A number with a leading zero is not JSON: declined, and refused by the general way.
+        let zero = Bytes::from_static(
+            b"{\"specversion\":\"1.0\",\"id\":\"1\",\"type\":\"t\",\"dataversion\":01,\"data\":{}}",
+        );
+        assert!(compact::decode("c", &zero).is_none());
+        assert!(decode("c", &WireBody::Json(zero)).is_err());
     }
 
     #[test]
