@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::bus::Bus;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::event::{Durability, EventDescriptor};
 use crate::handler::HandlerOptions;
@@ -27,31 +27,36 @@ pub(crate) fn check_options(
         return Ok(());
     }
     if event.durability == Durability::Ephemeral {
-        return Err(Error::Config(format!(
-            "handler {handler}: `dedup` needs a durable event, and {} ({}) is ephemeral: pub/sub \
-             delivers at most once and never redelivers; drop `dedup`",
-            event.rust_type, event.name
-        )));
+        return Err(Error::InvalidOptions {
+            handler: handler.to_owned(),
+            reason: format!(
+                "`dedup` needs a durable event, and {} ({}) is ephemeral: pub/sub delivers at \
+                 most once and never redelivers; drop `dedup`",
+                event.rust_type, event.name
+            ),
+        });
     }
     if options.mode == ConsumeMode::Broadcast {
-        return Err(Error::Config(format!(
-            "handler {handler}: `dedup` remembers what a consumer group handled, and a \
-             `broadcast` handler has no group; drop `dedup` or `broadcast`"
-        )));
+        return Err(Error::InvalidOptions {
+            handler: handler.to_owned(),
+            reason: "`dedup` remembers what a consumer group handled, and a `broadcast` handler \
+                     has no group; drop `dedup` or `broadcast`"
+                .to_owned(),
+        });
     }
     Ok(())
 }
 
 /// Fails when the transport cannot keep marks (or its user may not read them), so that a
 /// `dedup` handler fails at subscribe time instead of at every delivery.
-pub(crate) async fn probe(bus: &Bus, key: &str) -> Result<()> {
-    bus.inner.transport.dedup_seen(key).await.map(drop)
+pub(crate) async fn probe(engine: &Engine, key: &str) -> Result<()> {
+    engine.transport().dedup_seen(key).await.map(drop)
 }
 
 /// True when the group handled this event already. A failed check counts as "not handled":
 /// the handler is called, so at least once still holds.
-pub(crate) async fn seen(bus: &Bus, key: &str, handler: &str) -> bool {
-    match bus.inner.transport.dedup_seen(key).await {
+pub(crate) async fn seen(engine: &Engine, key: &str, handler: &str) -> bool {
+    match engine.transport().dedup_seen(key).await {
         Ok(seen) => seen,
         Err(e) => {
             tracing::warn!(%handler, %key, error = %e, "cannot check the dedup mark; calling the handler");
@@ -62,8 +67,8 @@ pub(crate) async fn seen(bus: &Bus, key: &str, handler: &str) -> bool {
 
 /// Remembers that the group handled this event. A failed mark is logged; the entry is acked
 /// anyway (keeping it pending would have it handled again for sure).
-pub(crate) async fn mark(bus: &Bus, key: &str, ttl: Duration, handler: &str) {
-    if let Err(e) = bus.inner.transport.dedup_mark(key, ttl).await {
+pub(crate) async fn mark(engine: &Engine, key: &str, ttl: Duration, handler: &str) {
+    if let Err(e) = engine.transport().dedup_mark(key, ttl).await {
         tracing::warn!(%handler, %key, error = %e, "cannot write the dedup mark; a redelivery of this event would be handled again");
     }
 }

@@ -96,7 +96,77 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
-    /// Wrong configuration (handlers, state, environment).
+    /// A handler option is not allowed for this event or with another option (`dedup` on an
+    /// ephemeral event, `dedup` with `broadcast`, ...).
+    #[error("handler {handler}: {reason}")]
+    InvalidOptions {
+        /// The handler.
+        handler: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// A handler needs application state that was not given to the bus.
+    #[error(
+        "{}no state of type {type_name} was given to the bus; add it with Bus::builder().state(value)",
+        handler.as_ref().map(|h| format!("handler {h}: ")).unwrap_or_default()
+    )]
+    MissingState {
+        /// The handler that needs it, when known.
+        handler: Option<String>,
+        /// The Rust type of the missing state.
+        type_name: &'static str,
+    },
+    /// A pattern for [`Bus::subscribe_pattern`](crate::Bus::subscribe_pattern) is invalid.
+    #[error("invalid pattern {pattern:?}: {reason}")]
+    InvalidPattern {
+        /// The pattern.
+        pattern: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// No `#[handler]` is linked into this binary.
+    #[error(
+        "no #[handler] is linked into this binary: a crate whose handlers are never referenced \
+         is not linked; add `use that_crate as _;` to main.rs"
+    )]
+    NoHandlers,
+    /// The registered handlers of this bus were started already.
+    #[error("the registered handlers of this bus are already started")]
+    AlreadyStarted,
+    /// [`testing::call_handler`](crate::testing::call_handler) found no handler of that name.
+    #[error("no registered handler of {event} is named {name:?}")]
+    HandlerNotFound {
+        /// Rust type of the event.
+        event: &'static str,
+        /// The name asked for.
+        name: String,
+    },
+    /// [`testing::call_handler`](crate::testing::call_handler) found several handlers of that
+    /// name: give the full path.
+    #[error("{name:?} names several handlers of {event}: {}", matches.join(", "))]
+    AmbiguousHandler {
+        /// Rust type of the event.
+        event: &'static str,
+        /// The name asked for.
+        name: String,
+        /// The full paths of the handlers it matches.
+        matches: Vec<&'static str>,
+    },
+    /// [`testing::try_settle`](crate::testing::try_settle) ran out of time with work still
+    /// outstanding.
+    #[error(
+        "the bus did not settle within {timeout:?}: {queued} messages queued or pending in the \
+         transport, {in_flight} handler calls in flight"
+    )]
+    NotSettled {
+        /// The timeout that elapsed.
+        timeout: Duration,
+        /// Messages queued or pending in the transport.
+        queued: usize,
+        /// Handler calls running.
+        in_flight: usize,
+    },
+    /// Configuration read from the environment or a URL is invalid.
     #[error("{0}")]
     Config(String),
     /// The bus was shut down.

@@ -86,6 +86,16 @@ pub enum ConsumeMode {
     Broadcast,
 }
 
+impl ConsumeMode {
+    /// `group` or `broadcast`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsumeMode::Group => "group",
+            ConsumeMode::Broadcast => "broadcast",
+        }
+    }
+}
+
 /// Where a new consumer group starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartFrom {

@@ -104,7 +104,7 @@ async fn main() {
     registration("alias_result");
 
     let bus = Bus::memory();
-    let pong = bus.call_handler("answer", &Ping { n: 41 }).await.unwrap();
+    let pong = eventbus_core::testing::call_handler(&bus, "answer", &Ping { n: 41 }).await.unwrap();
     assert_eq!(pong, Pong { n: 42 });
     let ev = OrderCreated {
         order_id: "o-1".into(),
@@ -116,7 +116,7 @@ async fn main() {
         "string_error",
         "alias_result",
     ] {
-        bus.call_handler(name, &ev).await.unwrap();
+        eventbus_core::testing::call_handler(&bus, name, &ev).await.unwrap();
     }
     assert_eq!(CALLS.load(Ordering::SeqCst), 5);
 }
