@@ -113,7 +113,7 @@ pub struct ConsumerSpec {
     pub stream: String,
     /// The consumer group (ignored in broadcast mode).
     pub group: String,
-    /// This consumer's name, unique per process (`host:pid:handler`).
+    /// This consumer's name within its group: the bus's instance name.
     pub consumer: String,
     /// Group or broadcast.
     pub mode: ConsumeMode,
