@@ -136,8 +136,15 @@ pub fn assert_topology_snapshot(path: impl AsRef<Path>) {
         Err(_) => {
             write(path, &actual);
             panic!(
-                "no topology snapshot at {}: it was written now; review and commit it",
-                path.display()
+                "no topology snapshot at {}: it was written now, with {} event types and {} \
+                 handlers. Review it: every handler of this service must be listed; one that is \
+                 missing lives in a crate that is not linked into this binary (add \
+                 `use that_crate as _;` next to the other uses, in main.rs and in this test). \
+                 Then commit the file: from now on this test fails when a channel, stream or \
+                 consumer group would change.",
+                path.display(),
+                topology.events.len(),
+                topology.handlers.len()
             );
         }
     }
