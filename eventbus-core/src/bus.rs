@@ -387,7 +387,8 @@ impl Bus {
     }
 
     /// The dead-letter stream of an event type: `<stream>.dlq` for durable types,
-    /// `<name>.dlq` for ephemeral ones.
+    /// `<channel>.dlq` for ephemeral ones, a templated channel written as its pattern
+    /// (`tenant.*.presence.dlq`).
     pub fn dead_letter_key_of<E: Event>(&self) -> String {
         dead_letter_key(&self.inner.prefix, &E::DESCRIPTOR)
     }
@@ -949,7 +950,7 @@ impl Bus {
 pub(crate) fn dead_letter_key(prefix: &str, event: &EventDescriptor) -> String {
     match event.durability {
         Durability::Durable => format!("{prefix}{}.dlq", event.channel),
-        Durability::Ephemeral => format!("{prefix}{}.dlq", event.name),
+        Durability::Ephemeral => format!("{prefix}{}.dlq", event.pattern),
     }
 }
 

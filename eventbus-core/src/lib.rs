@@ -48,6 +48,7 @@ pub mod stats;
 pub mod testing;
 pub mod topology;
 pub mod transport;
+mod type_check;
 
 pub use bus::{
     Bus, BusBuilder, BusConfig, PatternMessage, PublishOptions, RECORD_LIMIT, SubscriptionHandle,
