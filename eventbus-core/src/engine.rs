@@ -199,11 +199,13 @@ impl Engine {
         key
     }
 
-    /// The dead-letter stream of an event type.
+    /// The dead-letter stream of an event type: `<stream>.dlq` for durable types, `<channel>.dlq`
+    /// for ephemeral ones, a templated channel written as its pattern (`tenant.*.presence.dlq`):
+    /// never the Rust type path, which moves on a module rename.
     pub(crate) fn dead_letter_key(&self, event: &EventDescriptor) -> String {
         match event.durability {
             Durability::Durable => format!("{}{}.dlq", self.prefix, event.channel),
-            Durability::Ephemeral => format!("{}{}.dlq", self.prefix, event.name),
+            Durability::Ephemeral => format!("{}{}.dlq", self.prefix, event.pattern),
         }
     }
 

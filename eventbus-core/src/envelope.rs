@@ -11,9 +11,10 @@
 //! A payload without envelope (a JSON document with no `specversion`, as sent by
 //! `redis-cli PUBLISH ch '{"order_id":"o-1"}'`, or a stream entry with only a `data` field) is
 //! accepted as `data`. A stream entry whose attributes are separate fields (`specversion`, `id`,
-//! `type`, …, `data`: CloudEvents binary mode) is accepted as well. Both transports (memory and
-//! Redis) go through this one codec, so a type that does not survive the trip fails in a unit
-//! test, not in production.
+//! `type`, …, `data`: CloudEvents binary mode) is accepted as well. An envelope may carry its
+//! payload JSON base64-encoded in `data_base64` instead of `data`, as CloudEvents SDKs write
+//! binary data. Both transports (memory and Redis) go through this one codec, so a type that
+//! does not survive the trip fails in a unit test, not in production.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use std::fmt;
 use std::ops::Range;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
 use bytes::Bytes;
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -393,13 +395,16 @@ fn decode_general(channel: &str, bytes: &Bytes) -> Result<Decoded, DecodeError> 
             .map_err(|e| DecodeError::new(channel, e, bytes))?;
         if let Some(spec) = raw.spec {
             let mut meta = Metadata::default();
-            let mut data = None;
+            let mut payload = RawPayload::default();
             let mut attrs = raw.attrs.into_iter().map(|(k, v)| (k, Attr::Json(v)));
-            apply_attributes(channel, bytes, &spec, &mut attrs, &mut meta, &mut data)?;
-            let data = match data {
-                Some(d) => bytes.slice_ref(d),
-                None => Bytes::from_static(b"null"),
-            };
+            apply_attributes(channel, bytes, &spec, &mut attrs, &mut meta, &mut payload)?;
+            let data = payload_of(
+                channel,
+                bytes,
+                payload.data.map(|d| bytes.slice_ref(d)),
+                payload.base64,
+            )?;
+            let data = data.unwrap_or_else(|| Bytes::from_static(b"null"));
             return Ok(Decoded { meta, data });
         }
     }
@@ -435,15 +440,21 @@ fn decode_fields(channel: &str, fields: &[(String, Bytes)]) -> Result<Decoded, D
         .find(|(k, _)| k == "specversion")
         .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
     let mut meta = Metadata::default();
+    let mut data = data_field.cloned();
     if let Some(spec) = spec {
         let mut attrs = fields
             .iter()
             .filter(|(k, _)| k != "specversion" && k != "data")
             .map(|(k, v)| (Cow::Borrowed(k.as_str()), Attr::Text(v)));
         let whole = data_field.map_or(&b""[..], |d| d.as_ref());
-        apply_attributes(channel, whole, &spec, &mut attrs, &mut meta, &mut None)?;
+        let mut payload = RawPayload::default();
+        apply_attributes(channel, whole, &spec, &mut attrs, &mut meta, &mut payload)?;
+        // Attributes written one per field, as a structured event's members would be, may hold
+        // the payload in `data_base64` too (a field can hold any bytes, so `data` is simpler).
+        data = payload_of(channel, b"", data, payload.base64)
+            .map_err(|e| DecodeError::new(channel, e.reason, &excerpt()))?;
     }
-    let Some(data) = data_field.cloned() else {
+    let Some(data) = data else {
         return Err(DecodeError::new(
             channel,
             "stream entry has neither an `event` nor a `data` field",
@@ -452,6 +463,46 @@ fn decode_fields(channel: &str, fields: &[(String, Bytes)]) -> Result<Decoded, D
     };
     // `data` is parsed once, by the handler's typed decode, which reports malformed JSON.
     Ok(Decoded { meta, data })
+}
+
+/// Where an envelope's attributes put its payload: `data` (JSON as it is) or `data_base64`.
+#[derive(Default)]
+struct RawPayload<'a> {
+    data: Option<&'a [u8]>,
+    base64: Option<Cow<'a, str>>,
+}
+
+/// Base64 as RFC 4648 writes it (the standard alphabet), with or without the trailing `=`.
+const BASE64: base64::engine::GeneralPurpose =
+    base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT;
+
+/// The payload JSON of an envelope: `data` as it is, or `data_base64` decoded (what CloudEvents
+/// SDKs write when the data is bytes: the typed parse then reads the decoded bytes as JSON).
+/// `None` when the envelope has neither.
+fn payload_of(
+    channel: &str,
+    whole: &[u8],
+    data: Option<Bytes>,
+    base64: Option<Cow<'_, str>>,
+) -> Result<Option<Bytes>, DecodeError> {
+    match (data, base64) {
+        (Some(_), Some(_)) => Err(DecodeError::new(
+            channel,
+            "the envelope has both `data` and `data_base64`; CloudEvents allows only one of them",
+            whole,
+        )),
+        (data, None) => Ok(data),
+        (None, Some(text)) => BASE64
+            .decode(text.as_bytes())
+            .map(|bytes| Some(Bytes::from(bytes)))
+            .map_err(|e| {
+                DecodeError::new(
+                    channel,
+                    format!("`data_base64` is not valid base64: {e}"),
+                    whole,
+                )
+            }),
+    }
 }
 
 /// An attribute value: raw JSON (structured mode) or plain text (stream field).
@@ -502,7 +553,7 @@ fn apply_attributes<'a>(
     spec: &str,
     attrs: &mut dyn Iterator<Item = (Cow<'a, str>, Attr<'a>)>,
     meta: &mut Metadata,
-    data: &mut Option<&'a [u8]>,
+    payload: &mut RawPayload<'a>,
 ) -> Result<(), DecodeError> {
     if spec != SPEC_VERSION {
         return Err(DecodeError::new(
@@ -514,7 +565,7 @@ fn apply_attributes<'a>(
     for (name, value) in attrs {
         let text = || value.text().unwrap_or_default();
         match &*name {
-            "data" => *data = Some(value.bytes()),
+            "data" => payload.data = Some(value.bytes()),
             "id" => meta.id = text(),
             "source" => meta.source = text(),
             "type" => meta.event_type = text(),
@@ -538,11 +589,16 @@ fn apply_attributes<'a>(
             "causationid" => meta.causation_id = value.text(),
             "replyto" => meta.reply_to = value.text(),
             "data_base64" => {
-                return Err(DecodeError::new(
-                    channel,
-                    "binary data (data_base64) is not supported; send JSON in `data`",
-                    whole,
-                ));
+                // A JSON string (or `null`: absent); anything else is not base64 text.
+                if matches!(&value, Attr::Json(raw) if !raw.get().starts_with('"') && raw.get() != "null")
+                {
+                    return Err(DecodeError::new(
+                        channel,
+                        "`data_base64` is not a string",
+                        whole,
+                    ));
+                }
+                payload.base64 = value.cow();
             }
             _ => {
                 if let Some(v) = value.text() {
@@ -570,8 +626,9 @@ fn is_json_content_type(ct: &str) -> bool {
 /// plain strings (no escapes) or digits, and `data` an object or array as the last member. It
 /// finds where `data` ends by its brackets and strings alone and leaves the payload's full
 /// check to the typed parse, which reads it anyway: the payload is scanned once, not twice.
-/// Anything else (whitespace, escapes, `null`, `data` first or scalar, more attributes than
-/// fit) is declined and read by the general decoder, so both agree on every input they accept.
+/// Anything else (whitespace, escapes, `null`, `data` first or scalar, `data_base64`, more
+/// attributes than fit) is declined and read by the general decoder, so both agree on every
+/// input they accept.
 mod compact {
     use super::*;
 
@@ -608,11 +665,17 @@ mod compact {
                 let mut it = attrs[..n]
                     .iter()
                     .map(|(k, v)| (Cow::Borrowed(*k), Attr::Plain(v)));
-                let applied = apply_attributes(channel, raw, spec, &mut it, &mut meta, &mut None);
+                let mut payload = RawPayload::default();
+                let applied =
+                    apply_attributes(channel, raw, spec, &mut it, &mut meta, &mut payload);
                 return Some(applied.map(|()| Decoded {
                     meta,
                     data: bytes.slice(pos..end),
                 }));
+            }
+            if key == "data_base64" {
+                // Its payload is decoded by the general decoder alone.
+                return None;
             }
             let value = match raw.get(pos)? {
                 b'"' => string(doc, &mut pos)?,
@@ -927,6 +990,92 @@ mod tests {
         let bare = fields[3..].to_vec();
         let dec = decode("s", &WireBody::Fields(bare)).unwrap();
         assert_eq!(&dec.data[..], b"{\"a\":2}");
+    }
+
+    /// What the Python SDK (`cloudevents` 2.2.0) writes for bytes data, verbatim: with its
+    /// `JSONFormat().write(event)`, then with the v1 layer's `to_json(event)`.
+    const PYTHON_SDK_BYTES: [&[u8]; 2] = [
+        br#"{"type": "shop.orders.OrderCreated", "source": "/py", "id": "py-1", "specversion": "1.0", "time": "2026-12-01T14:22:27.784743Z", "data_base64": "eyJvcmRlcl9pZCI6Im8tMSIsImFtb3VudF9jZW50cyI6MTAwfQ=="}"#,
+        br#"{"specversion": "1.0", "id": "py-3", "source": "/py", "type": "shop.orders.OrderCreated", "time": "2026-12-01T14:22:27.797040+00:00", "data_base64": "eyJvcmRlcl9pZCI6Im8tMSIsImFtb3VudF9jZW50cyI6MTAwfQ=="}"#,
+    ];
+    const PYTHON_PAYLOAD: &[u8] = br#"{"order_id":"o-1","amount_cents":100}"#;
+
+    #[test]
+    fn data_base64_carries_the_payload_json() {
+        for doc in PYTHON_SDK_BYTES {
+            let doc = Bytes::from_static(doc);
+            assert!(
+                compact::decode("c", &doc).is_none(),
+                "the general way decodes it"
+            );
+            let dec = decode("c", &WireBody::Json(doc)).unwrap();
+            assert_eq!(dec.meta.event_type, "shop.orders.OrderCreated");
+            assert_eq!(&dec.data[..], PYTHON_PAYLOAD);
+        }
+        // Any JSON content type; padding may be left out.
+        for (ct, b64) in [
+            ("application/json", "eyJ4IjoxfQ=="),
+            ("application/vnd.shop+json; charset=utf-8", "eyJ4IjoxfQ"),
+        ] {
+            let doc = format!(
+                r#"{{"specversion":"1.0","id":"1","type":"t","datacontenttype":"{ct}","data_base64":"{b64}"}}"#
+            );
+            let dec = decode("c", &WireBody::Json(Bytes::from(doc))).unwrap();
+            assert_eq!(&dec.data[..], b"{\"x\":1}", "{ct}");
+        }
+        // Attributes as stream fields may carry it too.
+        let fields = vec![
+            ("specversion".to_string(), Bytes::from_static(b"1.0")),
+            ("id".to_string(), Bytes::from_static(b"py-1")),
+            ("type".to_string(), Bytes::from_static(b"t")),
+            (
+                "data_base64".to_string(),
+                Bytes::from_static(b"eyJ4IjoxfQ=="),
+            ),
+        ];
+        let dec = decode("s", &WireBody::Fields(fields)).unwrap();
+        assert_eq!(&dec.data[..], b"{\"x\":1}");
+    }
+
+    #[test]
+    fn data_base64_that_cannot_be_the_payload_is_refused_with_the_reason() {
+        let refused = |doc: &str| {
+            decode("c", &WireBody::Json(Bytes::from(doc.to_owned())))
+                .unwrap_err()
+                .reason
+        };
+        let both = refused(
+            r#"{"specversion":"1.0","id":"1","type":"t","data_base64":"eyJ4IjoxfQ==","data":{"x":1}}"#,
+        );
+        assert_eq!(
+            both,
+            "the envelope has both `data` and `data_base64`; CloudEvents allows only one of them"
+        );
+        let bad =
+            refused(r#"{"specversion":"1.0","id":"1","type":"t","data_base64":"eyJ4I!oxfQ=="}"#);
+        assert!(
+            bad.starts_with("`data_base64` is not valid base64: "),
+            "{bad}"
+        );
+        let number = refused(r#"{"specversion":"1.0","id":"1","type":"t","data_base64":12}"#);
+        assert_eq!(number, "`data_base64` is not a string");
+        let png = refused(
+            r#"{"specversion":"1.0","id":"1","type":"t","datacontenttype":"image/png","data_base64":"iVBORw0KGgo="}"#,
+        );
+        assert_eq!(png, "datacontenttype \"image/png\" is not JSON");
+        let fields = vec![
+            ("specversion".to_string(), Bytes::from_static(b"1.0")),
+            ("id".to_string(), Bytes::from_static(b"1")),
+            ("type".to_string(), Bytes::from_static(b"t")),
+            ("data".to_string(), Bytes::from_static(b"{\"x\":1}")),
+            (
+                "data_base64".to_string(),
+                Bytes::from_static(b"eyJ4IjoxfQ=="),
+            ),
+        ];
+        let e = decode("s", &WireBody::Fields(fields)).unwrap_err();
+        assert!(e.reason.contains("both `data` and `data_base64`"), "{e}");
+        assert!(e.excerpt.contains("data_base64=eyJ4"), "{e}");
     }
 
     #[test]

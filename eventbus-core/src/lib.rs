@@ -50,6 +50,7 @@ mod reply;
 pub mod stats;
 pub mod topology;
 pub mod transport;
+mod type_check;
 
 pub use bus::{Bus, BusBuilder, SubscriptionHandle, testing};
 pub use config::BusConfig;

@@ -1,6 +1,11 @@
 //! Request/reply over the bus: each bus instance listens on its own reply channel
 //! (`<namespace>eventbus.reply.<instance>`); a request carries it in the `replyto` attribute and
 //! the handler's reply comes back with the request's id as `causationid`.
+//!
+//! A reply without `causationid` is matched by its `correlationid` instead, which responders
+//! that follow the CloudEvents correlation convention set to the request's id. That is
+//! unambiguous because a request sent by [`request`] carries no `correlationid` of its own: it
+//! starts its conversation, whose id is the request's id, and no other request shares it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -67,17 +72,29 @@ async fn router(engine: &Engine) -> Result<&ReplyRouter> {
                             continue;
                         }
                     };
-                    let Some(request_id) = decoded.meta.causation_id.as_deref() else {
-                        tracing::warn!(id = %decoded.meta.id, "reply without causationid dropped");
+                    let meta = &decoded.meta;
+                    let named = meta.causation_id.as_ref().or(meta.correlation_id.as_ref());
+                    let Some(request_id) = named else {
+                        tracing::warn!(
+                            id = %meta.id,
+                            "reply dropped: it names its request neither in causationid nor in correlationid"
+                        );
                         continue;
                     };
-                    let result = match decoded.meta.headers.get(ERROR_HEADER) {
+                    let result = match meta.headers.get(ERROR_HEADER) {
                         Some(err) => Err(err.clone()),
                         None => Ok(decoded.data.clone()),
                     };
                     // A reply after the timeout finds nobody waiting; that is fine.
-                    if let Some(tx) = lock(&routes).remove(request_id) {
-                        let _ = tx.send(result);
+                    match lock(&routes).remove(request_id) {
+                        Some(tx) => {
+                            let _ = tx.send(result);
+                        }
+                        None => tracing::debug!(
+                            id = %meta.id,
+                            request = %request_id,
+                            "reply for no waiting request dropped (late, or its request id is wrong)"
+                        ),
                     }
                 }
                 // Waiting requests learn at once that no reply will come (`Error::Closed`).
@@ -95,6 +112,7 @@ pub(crate) async fn request<Q: Request>(
     timeout: Duration,
 ) -> Result<Q::Reply> {
     let router = router(engine).await?;
+    // No correlationid: the reply router's fallback on it relies on that (see the module docs).
     let opts = PublishOptions {
         reply_to: Some(router.channel.clone()),
         ..PublishOptions::default()

@@ -115,6 +115,52 @@ proptest! {
         prop_assert_eq!(from_fields.payload::<serde_json::Value>("c").unwrap(), payload);
     }
 
+    /// An envelope as CloudEvents SDKs write bytes data: the payload JSON base64-encoded in
+    /// `data_base64`, padded or not, with a JSON content type or none. It decodes to exactly
+    /// the payload JSON; with `data` beside it, it is refused.
+    #[test]
+    fn data_base64_decodes_to_the_payload_json(
+        id in "[ -~]{1,20}",
+        payload in payload(),
+        content_type in prop_oneof![
+            Just(None),
+            Just(Some("application/json")),
+            Just(Some("application/cloudevents+json")),
+        ],
+        padded in any::<bool>(),
+        with_data in any::<bool>(),
+    ) {
+        use base64::Engine as _;
+        let json = serde_json::to_vec(&payload).unwrap();
+        let engine = if padded {
+            base64::engine::general_purpose::STANDARD
+        } else {
+            base64::engine::general_purpose::STANDARD_NO_PAD
+        };
+        let mut doc = serde_json::json!({
+            "specversion": "1.0",
+            "id": id,
+            "source": "/py",
+            "type": "a.B",
+            "data_base64": engine.encode(&json),
+        });
+        if let Some(ct) = content_type {
+            doc["datacontenttype"] = ct.into();
+        }
+        if with_data {
+            doc["data"] = payload.clone();
+        }
+        let decoded = decode("c", &WireBody::Json(Bytes::from(serde_json::to_vec(&doc).unwrap())));
+        if with_data {
+            prop_assert!(decoded.unwrap_err().reason.contains("both `data` and `data_base64`"));
+        } else {
+            let decoded = decoded.unwrap();
+            prop_assert_eq!(&decoded.meta.id, &id);
+            prop_assert_eq!(&decoded.data[..], &json[..]);
+            prop_assert_eq!(decoded.payload::<serde_json::Value>("c").unwrap(), payload);
+        }
+    }
+
     /// An envelope as eventbus writes it, with one byte changed or inserted anywhere, judged
     /// against serde_json as the oracle: whatever the decoder accepts (by its fast path for the
     /// compact layout or its general path) means what serde_json reads in it, and a document

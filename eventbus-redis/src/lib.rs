@@ -31,9 +31,9 @@
 //! | handled entry | `XACK <stream> <group> <id>…`, only after the handler succeeded or gave up |
 //! | dead entry of a crashed instance | claimed by a live one with `XAUTOCLAIM` after `claim_idle` |
 //! | broadcast handler | `XREAD` from the position the instance started at; no group, no ack |
-//! | dead letter | `XADD <stream>.dlq MAXLEN ~ 100000 * dlq.reason … <original fields>` |
+//! | dead letter | `XADD <stream>.dlq MAXLEN ~ 100000 * dlq.reason … <original fields>`; for an ephemeral event `<channel>.dlq`, a templated channel written as its pattern |
 //! | event handled by a `dedup` group | `SET eventbus.dedup:<channel>:<group>:<event id> 1 PX <ttl>`, checked with `EXISTS` before each call |
-//! | request/reply | `PUBLISH` of the request with `replyto`; the reply comes on `eventbus.reply.<instance>` with `causationid` = the request's id |
+//! | request/reply | `PUBLISH` of the request (with `replyto`); the reply, naming the request in `causationid`, comes on `eventbus.reply.<instance>` |
 //!
 //! ## Connections
 //!

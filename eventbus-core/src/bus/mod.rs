@@ -110,7 +110,8 @@ impl Bus {
     }
 
     /// The dead-letter stream of an event type: `<stream>.dlq` for durable types,
-    /// `<name>.dlq` for ephemeral ones.
+    /// `<channel>.dlq` for ephemeral ones, a templated channel written as its pattern
+    /// (`tenant.*.presence.dlq`).
     pub fn dead_letter_key_of<E: Event>(&self) -> String {
         self.engine.dead_letter_key(&E::DESCRIPTOR)
     }

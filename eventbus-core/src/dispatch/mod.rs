@@ -116,6 +116,8 @@ impl Runner {
                 })
                 .map_err(|e| e.to_string())
         };
+        let decoded = decoded
+            .and_then(|d| crate::type_check::check(self.event.as_ref(), &d.meta).map(|()| d));
         let decoded = match decoded {
             Ok(d) => d,
             Err(reason) => {
