@@ -43,7 +43,7 @@ pub struct BusConfig {
     /// Pub/sub payload bytes buffered per subscriber before the oldest messages are dropped
     /// (default 64 MiB): a stalled subscriber of large messages stays bounded in memory.
     pub subscriber_capacity_bytes: usize,
-    /// Stream length kept for durable types without `maxlen` (default 100,000; `None`: unbounded).
+    /// Stream length kept for durable types without `max_len` (default 100,000; `None`: unbounded).
     pub default_max_len: Option<u64>,
     /// Timeout of [`Bus::request`] (default 5 s).
     pub request_timeout: Duration,
@@ -160,8 +160,8 @@ impl BusBuilder {
         self
     }
 
-    /// Application state for handlers, read with [`Context::state`](crate::Context::state).
-    /// One value per type.
+    /// Application state, taken by handlers as a [`State<T>`](crate::State) argument. One value
+    /// per type, looked up by its exact type: give `T` itself, not an `Arc<T>`.
     pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
         self.state.insert(TypeId::of::<T>(), Arc::new(value));
         self
@@ -302,7 +302,7 @@ pub(crate) struct Inner {
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) config: BusConfig,
     pub(crate) prefix: String,
-    state: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    pub(crate) state: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     pub(crate) stats: Arc<Stats>,
     recorder: Option<Mutex<VecDeque<Recorded>>>,
     /// Cancelled when the bus starts shutting down: handlers stop reading.
@@ -392,7 +392,8 @@ impl Bus {
         dead_letter_key(&self.inner.prefix, &E::DESCRIPTOR)
     }
 
-    /// The application state of type `T` given to [`BusBuilder::state`].
+    /// The application state of type `T` given to [`BusBuilder::state`]. Handlers take it as a
+    /// [`State<T>`](crate::State) argument instead, checked when they start.
     pub fn state<T: Send + Sync + 'static>(&self) -> Result<&T> {
         self.inner
             .state
@@ -540,8 +541,9 @@ impl Bus {
 
     /// Like [`Bus::subscribe`] with options (group, concurrency, retries, broadcast, dedup).
     ///
-    /// Fails with [`Error::Config`] for [`HandlerOptions::dedup`] on an ephemeral event or
-    /// together with `broadcast`, and with the transport's error when it cannot keep dedup marks.
+    /// Fails with [`Error::MissingState`] when the bus lacks the state of a `State<T>` argument,
+    /// with [`Error::Config`] for [`HandlerOptions::dedup`] or `broadcast` on an ephemeral
+    /// event or for both together, and with the transport's error when it cannot keep dedup marks.
     pub async fn subscribe_with<E, H, Args>(
         &self,
         options: HandlerOptions,
@@ -553,6 +555,7 @@ impl Bus {
         Args: 'static,
     {
         let name: Arc<str> = Arc::from(std::any::type_name::<H>());
+        crate::state::check(&name, &H::required_state(), &self.inner.state)?;
         self.start(
             name,
             E::DESCRIPTOR,
@@ -623,7 +626,7 @@ impl Bus {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::Closed);
         }
-        crate::dedup::check_options(&name, &event, &options)?;
+        crate::options::check(&name, &event, &options)?;
         let group = options
             .group
             .map_or_else(|| name.to_string(), str::to_owned);
@@ -762,6 +765,7 @@ impl Bus {
                     .to_owned(),
             ));
         }
+        crate::state::check_registered(&handlers, &self.inner.state)?;
         if self.inner.started.swap(true, Ordering::SeqCst) {
             return Err(Error::Config(
                 "the registered handlers of this bus are already started".to_owned(),

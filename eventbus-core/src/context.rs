@@ -8,8 +8,9 @@ use crate::error::Result;
 use crate::event::Event;
 use crate::transport::Receipt;
 
-/// The handler's view of the current message: its metadata, the delivery attempt, the bus to
-/// publish follow-up events on (correlation carried over), and the application state.
+/// The handler's view of the current message: its metadata, the delivery attempt, and the bus
+/// to publish follow-up events on (correlation carried over). A handler takes it as an argument
+/// after the event; application state comes as a separate [`State<T>`](crate::State) argument.
 ///
 /// ```
 /// use eventbus_core::prelude::*;
@@ -21,8 +22,7 @@ use crate::transport::Receipt;
 ///
 /// struct Db { name: &'static str }
 ///
-/// async fn charge(ev: OrderCreated, ctx: Context) -> Result<(), HandlerError> {
-///     let db = ctx.state::<Db>()?;            // shared application state
+/// async fn charge(ev: OrderCreated, ctx: Context, db: State<Db>) -> Result<(), HandlerError> {
 ///     assert_eq!(db.name, "orders");
 ///     // The follow-up carries this event's correlation id, and this event's id as causation.
 ///     ctx.publish(&PaymentRequested { order_id: ev.order_id }).await?;
@@ -148,12 +148,6 @@ impl Context {
     /// The bus this handler runs on.
     pub fn bus(&self) -> &Bus {
         &self.inner.bus
-    }
-
-    /// Shared application state registered with [`BusBuilder::state`](crate::BusBuilder::state).
-    /// Fails with a message naming the type when none was registered.
-    pub fn state<T: Send + Sync + 'static>(&self) -> Result<&T> {
-        self.inner.bus.state::<T>()
     }
 
     /// Publishes a follow-up event: its correlation id is this message's correlation id and its

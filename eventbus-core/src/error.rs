@@ -96,7 +96,19 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
-    /// Wrong configuration (handlers, state, environment).
+    /// A handler takes [`State<T>`](crate::State) and the bus was built without a `T`. Raised
+    /// when the handler starts, before it reads anything, so no event is ever retried or
+    /// dead-lettered for it.
+    #[error("{}", crate::state::missing(handler, type_name, *given_instead))]
+    MissingState {
+        /// The handler's path (`billing::charge`), or its type name for a closure.
+        handler: String,
+        /// The missing type (`my_service::Db`).
+        type_name: &'static str,
+        /// A type the bus holds that looks like a mistake for this one (`Arc<my_service::Db>`).
+        given_instead: Option<&'static str>,
+    },
+    /// Wrong configuration (handlers, options, environment).
     #[error("{0}")]
     Config(String),
     /// The bus was shut down.

@@ -16,7 +16,7 @@ const KEYS: &[&str] = &[
     "name",
     "namespace",
     "channel",
-    "maxlen",
+    "max_len",
     "version",
     "reply",
 ];
@@ -28,7 +28,7 @@ pub(crate) struct Attrs {
     pub(crate) name: Option<Setting<LitStr>>,
     pub(crate) namespace: Option<Setting<LitStr>>,
     pub(crate) channel: Option<Setting<LitStr>>,
-    pub(crate) maxlen: Option<Setting<LitInt>>,
+    pub(crate) max_len: Option<Setting<LitInt>>,
     pub(crate) version: Option<Setting<LitInt>>,
     pub(crate) reply: Option<Setting<Type>>,
 }
@@ -75,11 +75,12 @@ fn entry(cx: &Ctxt, out: &mut Attrs, meta: &ParseNestedMeta<'_>) -> syn::Result<
                 meta::set(cx, &mut out.channel, key, v);
             }
         }
-        "maxlen" => {
+        "max_len" => {
             if let Some(v) = meta::integer(cx, meta, key, "100000")? {
-                meta::set(cx, &mut out.maxlen, key, v);
+                meta::set(cx, &mut out.max_len, key, v);
             }
         }
+        "maxlen" => meta::renamed(cx, meta, key, "max_len"),
         "version" => {
             if let Some(v) = meta::integer(cx, meta, key, "2")? {
                 meta::set(cx, &mut out.version, key, v);

@@ -9,7 +9,7 @@ use syn::{Ident, Member, Type};
 use super::ast::{Durability, Field, Input, Shape};
 use crate::ctxt::Ctxt;
 use crate::meta;
-use crate::name::{self, Template};
+use crate::name::{self, Piece, Template};
 
 /// A validated event type: everything the impl needs.
 pub(crate) struct Spec<'a> {
@@ -34,13 +34,18 @@ pub(crate) enum Name {
 pub(crate) enum Channel<'a> {
     SameAsName,
     Fixed(String),
-    /// A template and the fields its placeholders name, in order.
+    /// A template: its fixed parts and the fields its placeholders name, in order.
     Template {
         template: String,
         pattern: String,
-        format: String,
-        fields: Vec<&'a Field<'a>>,
+        parts: Vec<Part<'a>>,
     },
+}
+
+/// A piece of a channel template with its placeholder resolved to a field.
+pub(crate) enum Part<'a> {
+    Text(String),
+    Field(&'a Field<'a>),
 }
 
 pub(crate) fn validate<'a>(cx: &Ctxt, input: &'a Input<'a>) -> Spec<'a> {
@@ -52,12 +57,12 @@ pub(crate) fn validate<'a>(cx: &Ctxt, input: &'a Input<'a>) -> Spec<'a> {
         .map_or(Durability::Durable, |d| d.value);
     let name = event_name(cx, input);
     let channel = channel(cx, input, durability);
-    let max_len = a.maxlen.as_ref().and_then(|m| {
+    let max_len = a.max_len.as_ref().and_then(|m| {
         if durability == Durability::Ephemeral {
             cx.error_spanned_by(
                 &m.key,
-                "`maxlen` bounds the stream of a durable event; an ephemeral event is not stored, \
-                 so drop `maxlen` or make the event durable",
+                "`max_len` bounds the stream of a durable event; an ephemeral event is not \
+                 stored, so drop `max_len` or make the event durable",
             );
         }
         meta::number::<u64>(cx, &m.key, &m.value, 1)
@@ -155,18 +160,20 @@ fn channel<'a>(cx: &Ctxt, input: &'a Input<'a>, durability: Durability) -> Chann
         );
         return Channel::SameAsName;
     }
-    let mut fields = Vec::new();
-    for wanted in template.fields() {
-        match input.fields().iter().find(|f| f.name == wanted) {
-            Some(f) => fields.push(f),
-            None => cx.error_spanned_by(lit, missing_field(input, wanted)),
+    let mut parts = Vec::new();
+    for piece in &template.pieces {
+        match piece {
+            Piece::Text(text) => parts.push(Part::Text(text.clone())),
+            Piece::Field(wanted) => match input.fields().iter().find(|f| &f.name == wanted) {
+                Some(f) => parts.push(Part::Field(f)),
+                None => cx.error_spanned_by(lit, missing_field(input, wanted)),
+            },
         }
     }
     Channel::Template {
         template: lit.value(),
         pattern: template.pattern(),
-        format: template.format_string(),
-        fields,
+        parts,
     }
 }
 
