@@ -73,7 +73,7 @@ pub use transport::{ConsumeMode, Receipt, Transport};
 /// |---|---|
 /// | `durable` (default) / `ephemeral` | Redis Stream with consumer groups, or pub/sub |
 /// | `name = "a.b.C"` | the full, stable event name and channel instead of the type path |
-/// | `namespace = "a.b"` | replaces the module path: channel `a.b.TypeName` |
+/// | `module = "a.b"` | replaces the module path: channel `a.b.TypeName` (the bus's [`namespace`](BusConfig::namespace) prefixes every key) |
 /// | `channel = "tenant.{tenant}.orders"` | the channel, a template over the struct's fields (ephemeral only) |
 /// | `max_len = N` | approximate stream length kept (durable only; [`EventDescriptor::max_len`], default [`BusConfig::default_max_len`]) |
 /// | `version = N` | payload schema version, sent as `dataversion` (default 1) |

@@ -1,5 +1,5 @@
 //! The channel-name rules, checked at compile time on every name written in an attribute
-//! (`name`, `namespace`, `channel`, a handler's `group`), and the `{field}` channel templates.
+//! (`name`, `module`, `channel`, a handler's `group`), and the `{field}` channel templates.
 //!
 //! A channel name is a dot-separated list of non-empty segments made of ASCII letters, digits,
 //! `_`, `-` and `:`: the rules of `eventbus_core::channel::validate_channel`, which checks the

@@ -25,7 +25,7 @@ pub struct PaymentRequested {
 }
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[event(ephemeral, namespace = "registered.live")]
+#[event(ephemeral, module = "registered.live")]
 pub struct Heartbeat;
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]

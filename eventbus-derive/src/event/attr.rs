@@ -14,7 +14,7 @@ const KEYS: &[&str] = &[
     "durable",
     "ephemeral",
     "name",
-    "namespace",
+    "module",
     "channel",
     "max_len",
     "version",
@@ -26,7 +26,7 @@ const KEYS: &[&str] = &[
 pub(crate) struct Attrs {
     pub(crate) durability: Option<Setting<Durability>>,
     pub(crate) name: Option<Setting<LitStr>>,
-    pub(crate) namespace: Option<Setting<LitStr>>,
+    pub(crate) module: Option<Setting<LitStr>>,
     pub(crate) channel: Option<Setting<LitStr>>,
     pub(crate) max_len: Option<Setting<LitInt>>,
     pub(crate) version: Option<Setting<LitInt>>,
@@ -65,11 +65,13 @@ fn entry(cx: &Ctxt, out: &mut Attrs, meta: &ParseNestedMeta<'_>) -> syn::Result<
                 meta::set(cx, &mut out.name, key, v);
             }
         }
-        "namespace" => {
+        "module" => {
             if let Some(v) = meta::string(cx, meta, key, "shop.orders")? {
-                meta::set(cx, &mut out.namespace, key, v);
+                meta::set(cx, &mut out.module, key, v);
             }
         }
+        // The bus has a `namespace` (a prefix of every key): one name, one meaning.
+        "namespace" => meta::renamed(cx, meta, key, "module"),
         "channel" => {
             if let Some(v) = meta::string(cx, meta, key, "tenant.{tenant}.presence")? {
                 meta::set(cx, &mut out.channel, key, v);

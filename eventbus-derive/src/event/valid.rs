@@ -26,7 +26,7 @@ pub(crate) struct Spec<'a> {
 pub(crate) enum Name {
     /// The module path and the type name, joined with dots (known only in the generated code).
     TypePath(String),
-    /// Given by `name`, or `namespace` plus the type name.
+    /// Given by `name`, or `module` plus the type name.
     Fixed(String),
 }
 
@@ -102,10 +102,10 @@ fn shape(cx: &Ctxt, input: &Input<'_>) {
 
 fn event_name(cx: &Ctxt, input: &Input<'_>) -> Name {
     let a = &input.attrs;
-    if let (Some(_), Some(ns)) = (&a.name, &a.namespace) {
+    if let (Some(_), Some(module)) = (&a.name, &a.module) {
         cx.error_spanned_by(
-            &ns.key,
-            "`name` already gives the full name; drop `namespace`",
+            &module.key,
+            "`name` already gives the full name; drop `module`",
         );
     }
     if let Some(n) = &a.name {
@@ -116,10 +116,10 @@ fn event_name(cx: &Ctxt, input: &Input<'_>) -> Name {
     // The type name becomes the last segment, so it obeys the channel rules too (an identifier
     // can only break them with non-ASCII letters).
     name::check_type_name(cx, input.ident, &type_name);
-    match &a.namespace {
-        Some(ns) => {
-            name::check(cx, "namespace", &ns.value);
-            Name::Fixed(format!("{}.{type_name}", ns.value.value()))
+    match &a.module {
+        Some(module) => {
+            name::check(cx, "module", &module.value);
+            Name::Fixed(format!("{}.{type_name}", module.value.value()))
         }
         None => Name::TypePath(type_name),
     }

@@ -6,7 +6,7 @@ use eventbus_core::prelude::*;
 struct Named;
 
 #[derive(Event, Serialize, Deserialize)]
-#[event(namespace = "shop.billing")]
+#[event(module = "shop.billing")]
 struct PaymentRequested {
     order_id: String,
 }

@@ -1,7 +1,7 @@
 use eventbus_core::prelude::*;
 
 #[derive(Event, Serialize, Deserialize)]
-#[event(name = "shop.orders.OrderCreated", namespace = "shop.orders")]
+#[event(name = "shop.orders.OrderCreated", module = "shop.orders")]
 struct OrderCreated;
 
 fn main() {}
