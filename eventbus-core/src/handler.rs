@@ -212,6 +212,16 @@ pub struct Ret<F, E> {
     _e: PhantomData<fn() -> E>,
 }
 
+impl<F, E> Ret<F, E> {
+    fn failed(error: HandlerError) -> Self {
+        Ret {
+            call: Err(Some(error)),
+            want_reply: false,
+            _e: PhantomData,
+        }
+    }
+}
+
 impl<F, E> Future for Ret<F, E>
 where
     E: Event,
@@ -245,13 +255,17 @@ macro_rules! handler_with_extractors {
         {
             type Future = Ret<Fut, E>;
 
-            #[allow(unused_variables)] // `ctx` without extractors
+            // Each extractor is bound to a variable named like its type parameter.
+            #[allow(non_snake_case, unused_variables)]
             fn call(&self, event: E, ctx: Context, want_reply: bool) -> Self::Future {
-                let call = (|| -> Result<_, HandlerError> {
-                    Ok(Box::pin(self(event, $($arg::from_context(&ctx)?,)*)))
-                })();
+                $(
+                    let $arg = match $arg::from_context(&ctx) {
+                        Ok(value) => value,
+                        Err(e) => return Ret::failed(e),
+                    };
+                )*
                 Ret {
-                    call: call.map_err(Some),
+                    call: Ok(Box::pin(self(event, $($arg,)*))),
                     want_reply,
                     _e: PhantomData,
                 }

@@ -155,6 +155,15 @@ async fn registered_handlers_do_not_start_when_one_lacks_its_state() {
     let (handler, type_name, _) = missing(err);
     assert_eq!(handler, "state::charge");
     assert_eq!(type_name, "state::Config");
+    // `run_registered_handlers` returns the same error at once instead of running.
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        bus.run_registered_handlers(),
+    )
+    .await
+    .expect("returns at once")
+    .unwrap_err();
+    assert_eq!(missing(err).1, "state::Config");
 
     // `audit` needs no state, and did not start either.
     bus.publish(&Audited {
