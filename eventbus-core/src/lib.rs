@@ -87,8 +87,8 @@ pub use eventbus_derive::Event;
 /// Its further arguments are [`Context`] and [`State<T>`](State); see the
 /// [`handler`](mod@handler) module for the accepted signatures.
 ///
-/// Options, each setting the [`HandlerOptions`] field and method of the same name; an option
-/// that takes a number of seconds or milliseconds carries the unit as a suffix:
+/// Options, each setting a [`HandlerOptions`] field (of the same name, and a builder method
+/// too); an option that takes a number of seconds or milliseconds carries the unit as a suffix:
 ///
 /// | option | [`HandlerOptions`] | meaning |
 /// |---|---|---|
