@@ -105,7 +105,7 @@ const BATCH: u64 = 1_000;
 async fn setup() -> (Bus, Arc<AtomicUsize>) {
     let bus = Bus::builder()
         .configure(|c| {
-            c.record_published = Some(false);
+            c.record = Some(false);
             c.default_max_len = Some(10_000);
         })
         .build()
@@ -134,7 +134,7 @@ async fn round_trip<E: Event>(bus: &Bus, events: &[E]) {
     for ev in events {
         bus.publish(ev).await.expect("publish");
     }
-    bus.settle().await;
+    eventbus_core::testing::settle(bus).await;
 }
 
 fn allocations_per_event(rt: &tokio::runtime::Runtime) {

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use crate::bus::{Bus, PublishOptions};
+use crate::engine::{Engine, PublishOptions};
 use crate::envelope::Metadata;
 use crate::error::Result;
-use crate::event::Event;
+use crate::event::{Event, Request};
 use crate::transport::Receipt;
 
 /// The handler's view of the current message: its metadata, the delivery attempt, and the bus
@@ -33,19 +33,18 @@ use crate::transport::Receipt;
 /// let bus = Bus::builder().state(Db { name: "orders" }).build()?;
 /// bus.subscribe(charge).await?;
 /// let receipt = bus.publish(&OrderCreated { order_id: "o-1".into() }).await?;
-/// bus.settle().await;
-/// let follow_up = &bus.published_envelopes::<PaymentRequested>()[0];
+/// eventbus_core::testing::settle(&bus).await;
+/// let follow_up = &eventbus_core::testing::published_envelopes::<PaymentRequested>(&bus).await[0];
 /// assert_eq!(follow_up.correlation_id.as_deref(), Some(receipt.event_id.as_str()));
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Context {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
-    bus: Bus,
+    engine: Arc<Engine>,
     meta: Metadata,
     channel: String,
     attempt: u32,
@@ -55,7 +54,7 @@ struct Inner {
 
 impl Context {
     pub(crate) fn new(
-        bus: Bus,
+        engine: Arc<Engine>,
         meta: Metadata,
         channel: String,
         attempt: u32,
@@ -64,7 +63,7 @@ impl Context {
     ) -> Self {
         Context {
             inner: Arc::new(Inner {
-                bus,
+                engine,
                 meta,
                 channel,
                 attempt,
@@ -78,26 +77,12 @@ impl Context {
     pub(crate) fn with_attempt(&self, attempt: u32) -> Self {
         let i = &self.inner;
         Context::new(
-            i.bus.clone(),
+            i.engine.clone(),
             i.meta.clone(),
             i.channel.clone(),
             attempt,
             i.entry_id.clone(),
             i.handler.clone(),
-        )
-    }
-
-    /// A context for calling a handler function directly in a test, as if `event` had arrived
-    /// on its channel for the first time.
-    pub fn for_test<E: Event>(bus: &Bus, event: &E) -> Self {
-        let meta = bus.metadata_for::<E>(&PublishOptions::default());
-        Context::new(
-            bus.clone(),
-            meta,
-            event.channel().into_owned(),
-            1,
-            None,
-            Arc::from("test"),
         )
     }
 
@@ -145,15 +130,15 @@ impl Context {
             .unwrap_or(&self.inner.meta.id)
     }
 
-    /// The bus this handler runs on.
-    pub fn bus(&self) -> &Bus {
-        &self.inner.bus
+    /// The engine of the bus this handler runs on: where `State<T>` arguments are taken from.
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.inner.engine
     }
 
     /// Publishes a follow-up event: its correlation id is this message's correlation id and its
     /// causation id is this message's id.
     pub async fn publish<E: Event>(&self, event: &E) -> Result<Receipt> {
-        self.inner.bus.publish_with(event, self.follow_up()).await
+        self.send(event, self.follow_up()).await
     }
 
     /// Publishes a follow-up event with extra headers.
@@ -167,7 +152,20 @@ impl Context {
         if options.correlation_id.is_some() {
             opts.correlation_id = options.correlation_id;
         }
-        self.inner.bus.publish_with(event, opts).await
+        self.send(event, opts).await
+    }
+
+    /// Sends a request from inside a handler and waits for its typed reply, with the bus's
+    /// request timeout. Like [`Bus::request`](crate::Bus::request).
+    pub async fn request<Q: Request>(&self, request: &Q) -> Result<Q::Reply> {
+        let engine = &self.inner.engine;
+        crate::reply::request(engine, request, engine.config().request_timeout).await
+    }
+
+    async fn send<E: Event>(&self, event: &E, opts: PublishOptions) -> Result<Receipt> {
+        let engine = &self.inner.engine;
+        let out = engine.encode(event, &opts)?;
+        engine.send(E::DESCRIPTOR.rust_type, out).await
     }
 
     fn follow_up(&self) -> PublishOptions {
@@ -176,5 +174,16 @@ impl Context {
             causation_id: Some(self.id().to_owned()),
             ..PublishOptions::default()
         }
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("id", &self.inner.meta.id)
+            .field("channel", &self.inner.channel)
+            .field("attempt", &self.inner.attempt)
+            .field("handler", &self.inner.handler)
+            .finish_non_exhaustive()
     }
 }

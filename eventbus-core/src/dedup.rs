@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::bus::Bus;
+use crate::engine::Engine;
 use crate::error::Result;
 
 /// The mark of event `id` handled by `group` on `channel` (the event's channel without the
@@ -17,14 +17,14 @@ pub(crate) fn key(prefix: &str, channel: &str, group: &str, id: &str) -> String 
 
 /// Fails when the transport cannot keep marks (or its user may not read them), so that a
 /// `dedup` handler fails at subscribe time instead of at every delivery.
-pub(crate) async fn probe(bus: &Bus, key: &str) -> Result<()> {
-    bus.inner.transport.dedup_seen(key).await.map(drop)
+pub(crate) async fn probe(engine: &Engine, key: &str) -> Result<()> {
+    engine.transport().dedup_seen(key).await.map(drop)
 }
 
 /// True when the group handled this event already. A failed check counts as "not handled":
 /// the handler is called, so at least once still holds.
-pub(crate) async fn seen(bus: &Bus, key: &str, handler: &str) -> bool {
-    match bus.inner.transport.dedup_seen(key).await {
+pub(crate) async fn seen(engine: &Engine, key: &str, handler: &str) -> bool {
+    match engine.transport().dedup_seen(key).await {
         Ok(seen) => seen,
         Err(e) => {
             tracing::warn!(%handler, %key, error = %e, "cannot check the dedup mark; calling the handler");
@@ -35,8 +35,8 @@ pub(crate) async fn seen(bus: &Bus, key: &str, handler: &str) -> bool {
 
 /// Remembers that the group handled this event. A failed mark is logged; the entry is acked
 /// anyway (keeping it pending would have it handled again for sure).
-pub(crate) async fn mark(bus: &Bus, key: &str, ttl: Duration, handler: &str) {
-    if let Err(e) = bus.inner.transport.dedup_mark(key, ttl).await {
+pub(crate) async fn mark(engine: &Engine, key: &str, ttl: Duration, handler: &str) {
+    if let Err(e) = engine.transport().dedup_mark(key, ttl).await {
         tracing::warn!(%handler, %key, error = %e, "cannot write the dedup mark; a redelivery of this event would be handled again");
     }
 }

@@ -96,19 +96,78 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
-    /// A handler takes [`State<T>`](crate::State) and the bus was built without a `T`. Raised
-    /// when the handler starts, before it reads anything, so no event is ever retried or
-    /// dead-lettered for it.
-    #[error("{}", crate::state::missing(handler, type_name, *given_instead))]
-    MissingState {
-        /// The handler's path (`billing::charge`), or its type name for a closure.
+    /// A handler option is not allowed for this event or with another option (`dedup` on an
+    /// ephemeral event, `dedup` with `broadcast`, ...).
+    #[error("handler {handler}: {reason}")]
+    InvalidOptions {
+        /// The handler.
         handler: String,
-        /// The missing type (`my_service::Db`).
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// Application state that was not given to the bus. For a handler that takes
+    /// [`State<T>`](crate::State) it is raised when the handler starts, before it reads
+    /// anything, so no event is ever retried or dead-lettered for it.
+    #[error("{}", crate::state::missing(handler.as_deref(), type_name, *given_instead))]
+    MissingState {
+        /// The handler that needs it (`billing::charge`, or a closure's type name), when known.
+        handler: Option<String>,
+        /// The Rust type of the missing state (`my_service::Db`).
         type_name: &'static str,
         /// A type the bus holds that looks like a mistake for this one (`Arc<my_service::Db>`).
         given_instead: Option<&'static str>,
     },
-    /// Wrong configuration (handlers, options, environment).
+    /// A pattern for [`Bus::subscribe_pattern`](crate::Bus::subscribe_pattern) is invalid.
+    #[error("invalid pattern {pattern:?}: {reason}")]
+    InvalidPattern {
+        /// The pattern.
+        pattern: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// No `#[handler]` is linked into this binary.
+    #[error(
+        "no #[handler] is linked into this binary: a crate whose handlers are never referenced \
+         is not linked; add `use that_crate as _;` to main.rs"
+    )]
+    NoHandlers,
+    /// The registered handlers of this bus were started already.
+    #[error("the registered handlers of this bus are already started")]
+    AlreadyStarted,
+    /// [`testing::call_handler`](crate::testing::call_handler) found no handler of that name.
+    #[error("no registered handler of {event} is named {name:?}")]
+    HandlerNotFound {
+        /// Rust type of the event.
+        event: &'static str,
+        /// The name asked for.
+        name: String,
+    },
+    /// [`testing::call_handler`](crate::testing::call_handler) found several handlers of that
+    /// name: give the full path.
+    #[error("{name:?} names several handlers of {event}: {}", matches.join(", "))]
+    AmbiguousHandler {
+        /// Rust type of the event.
+        event: &'static str,
+        /// The name asked for.
+        name: String,
+        /// The full paths of the handlers it matches.
+        matches: Vec<&'static str>,
+    },
+    /// [`testing::try_settle`](crate::testing::try_settle) ran out of time with work still
+    /// outstanding.
+    #[error(
+        "the bus did not settle within {timeout:?}: {queued} messages queued or pending in the \
+         transport, {in_flight} handler calls in flight"
+    )]
+    NotSettled {
+        /// The timeout that elapsed.
+        timeout: Duration,
+        /// Messages queued or pending in the transport.
+        queued: usize,
+        /// Handler calls running.
+        in_flight: usize,
+    },
+    /// Configuration read from the environment or a URL is invalid.
     #[error("{0}")]
     Config(String),
     /// The bus was shut down.

@@ -24,8 +24,8 @@
 //!     println!("order {} for {} cents", ev.order_id, ev.amount_cents);
 //! }).await?;
 //! bus.publish(&OrderCreated { order_id: "o-1".into(), amount_cents: 4999 }).await?;
-//! bus.settle().await; // every handler is done: no sleeps in tests
-//! assert_eq!(bus.published::<OrderCreated>().len(), 1);
+//! eventbus_core::testing::settle(&bus).await; // every handler is done: no sleeps in tests
+//! assert_eq!(eventbus_core::testing::published::<OrderCreated>(&bus).await.len(), 1);
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
@@ -34,9 +34,11 @@
 pub mod activity;
 mod bus;
 pub mod channel;
+mod config;
 mod context;
 mod dedup;
 mod dispatch;
+mod engine;
 pub mod envelope;
 mod error;
 pub mod event;
@@ -44,23 +46,24 @@ mod generated;
 pub mod handler;
 pub mod memory;
 mod options;
+mod pattern;
 pub mod queue;
 mod reply;
 pub mod state;
 pub mod stats;
-pub mod testing;
 pub mod topology;
 pub mod transport;
 
-pub use bus::{
-    Bus, BusBuilder, BusConfig, PatternMessage, PublishOptions, RECORD_LIMIT, SubscriptionHandle,
-};
+pub use bus::{Bus, BusBuilder, SubscriptionHandle, testing};
+pub use config::BusConfig;
 pub use context::Context;
+pub use engine::{PublishOptions, RECORD_LIMIT};
 pub use envelope::Metadata;
 pub use error::{BoxError, DecodeError, Error, HandlerError, PermissionDenied, Result};
 pub use event::{Durability, DurableEvent, Event, EventDescriptor, EventRegistration, Request};
 pub use handler::{HandlerOptions, HandlerRegistration};
 pub use memory::MemoryTransport;
+pub use pattern::{PatternMessage, PatternReturn};
 pub use state::{State, StateRequirement};
 pub use stats::StatsSnapshot;
 pub use transport::{ConsumeMode, Receipt, Transport};
@@ -108,8 +111,8 @@ pub use eventbus_derive::handler;
 /// What most users need: `use eventbus_core::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Bus, Context, Durability, Event, HandlerError, HandlerOptions, Receipt, Request, State,
-        handler,
+        Bus, Context, Durability, Event, HandlerError, HandlerOptions, PatternMessage, Receipt,
+        Request, State, handler,
     };
     pub use serde::{Deserialize, Serialize};
 }

@@ -36,7 +36,8 @@ use crate::transport::ConsumeMode;
 ///
 /// `broadcast` and `dedup` apply to durable events only, and not together:
 /// [`Bus::subscribe_with`](crate::Bus::subscribe_with) refuses them with
-/// [`Error::Config`](crate::Error::Config), and `#[handler]` does not compile with them.
+/// [`Error::InvalidOptions`](crate::Error::InvalidOptions), and `#[handler]` does not compile
+/// with them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HandlerOptions {
     /// Consumer group for durable events (default: the handler's own path, so two handlers never
@@ -169,7 +170,7 @@ impl HandlerOptions {
     /// Only for durable events read by a consumer group: on an ephemeral event or together with
     /// [`broadcast`](Self::broadcast), `#[handler]` fails to compile and
     /// [`Bus::subscribe_with`](crate::Bus::subscribe_with) returns
-    /// [`Error::Config`](crate::Error::Config).
+    /// [`Error::InvalidOptions`](crate::Error::InvalidOptions).
     pub const fn dedup(mut self, ttl: Duration) -> Self {
         self.dedup = Some(if ttl.as_millis() == 0 {
             Duration::from_millis(1)
@@ -202,32 +203,38 @@ pub(crate) fn check(
     options: &HandlerOptions,
 ) -> Result<()> {
     let broadcast = options.mode == ConsumeMode::Broadcast;
+    let refuse = |reason: String| {
+        Err(Error::InvalidOptions {
+            handler: handler.to_owned(),
+            reason,
+        })
+    };
     let ephemeral = |option: &str, why: &str| {
-        Error::Config(format!(
-            "handler {handler}: `{option}` needs a durable event, and {} ({}) is ephemeral: \
-             {why}; drop `{option}`",
+        format!(
+            "`{option}` needs a durable event, and {} ({}) is ephemeral: {why}; drop `{option}`",
             event.rust_type, event.name
-        ))
+        )
     };
     if event.durability == Durability::Ephemeral {
         if options.dedup.is_some() {
-            return Err(ephemeral(
+            return refuse(ephemeral(
                 "dedup",
                 "pub/sub delivers at most once and never redelivers",
             ));
         }
         if broadcast {
-            return Err(ephemeral(
+            return refuse(ephemeral(
                 "broadcast",
                 "pub/sub already delivers every message to every live subscriber",
             ));
         }
     }
     if options.dedup.is_some() && broadcast {
-        return Err(Error::Config(format!(
-            "handler {handler}: `dedup` remembers what a consumer group handled, and a \
-             `broadcast` handler has no group; drop `dedup` or `broadcast`"
-        )));
+        return refuse(
+            "`dedup` remembers what a consumer group handled, and a `broadcast` handler has no \
+             group; drop `dedup` or `broadcast`"
+                .to_owned(),
+        );
     }
     Ok(())
 }

@@ -4,16 +4,16 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::bus::{Bus, PublishOptions};
-use crate::envelope::{self, Encoded, Metadata, rfc3339};
+use crate::engine::{Engine, PublishOptions};
+use crate::envelope::{self, Metadata};
 use crate::error::{DecodeError, Error, Result};
 use crate::event::{Durability, Request};
-use crate::transport::{Outgoing, SubscribeSpec, Target};
+use crate::transport::{SubscribeSpec, Target};
 
 /// The CloudEvents `type` of replies.
 pub(crate) const REPLY_TYPE: &str = "eventbus.reply";
@@ -34,18 +34,18 @@ fn lock(
     w.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn router(bus: &Bus) -> Result<&ReplyRouter> {
-    bus.inner
-        .replies
+async fn router(engine: &Engine) -> Result<&ReplyRouter> {
+    engine
+        .replies()
         .get_or_try_init(|| async {
-            let channel = bus.key(&format!("eventbus.reply.{}", bus.config().instance));
-            let mut sub = bus
+            let channel = engine.key(&format!("eventbus.reply.{}", engine.config().instance));
+            let mut sub = engine
                 .transport()
                 .subscribe(SubscribeSpec {
                     target: Target::Channel(channel.clone()),
-                    capacity: bus.config().subscriber_capacity,
-                    capacity_bytes: bus.config().subscriber_capacity_bytes,
-                    stats: bus.stats_handle(),
+                    capacity: engine.config().subscriber_capacity,
+                    capacity_bytes: engine.config().subscriber_capacity_bytes,
+                    stats: engine.stats().clone(),
                 })
                 .await?;
             let waiting: Waiting = Arc::default();
@@ -53,7 +53,7 @@ async fn router(bus: &Bus) -> Result<&ReplyRouter> {
             // Stopped once the bus is closed, after its handlers finished: a handler that makes a
             // request while the bus drains still gets its reply. Not in `tasks`, which the
             // shutdown waits for.
-            let cancel = bus.inner.closed.clone();
+            let cancel = engine.closed_token().clone();
             tokio::spawn(async move {
                 loop {
                     let delivery = tokio::select! {
@@ -90,16 +90,16 @@ async fn router(bus: &Bus) -> Result<&ReplyRouter> {
 
 /// Sends `request` and waits for its reply.
 pub(crate) async fn request<Q: Request>(
-    bus: &Bus,
+    engine: &Engine,
     request: &Q,
     timeout: Duration,
 ) -> Result<Q::Reply> {
-    let router = router(bus).await?;
+    let router = router(engine).await?;
     let opts = PublishOptions {
         reply_to: Some(router.channel.clone()),
         ..PublishOptions::default()
     };
-    let out = bus.outgoing(request, &opts)?;
+    let out = engine.encode(request, &opts)?;
     let id = out.message.meta().id.clone();
     let channel = out.channel.clone();
     let (tx, rx) = oneshot::channel();
@@ -109,7 +109,7 @@ pub(crate) async fn request<Q: Request>(
         waiting: &router.waiting,
         id: &id,
     };
-    let receipt = bus.transport().publish(out).await?;
+    let receipt = engine.send(Q::DESCRIPTOR.rust_type, out).await?;
     if Q::DESCRIPTOR.durability == Durability::Ephemeral && receipt.receivers == Some(0) {
         return Err(Error::NoResponders {
             event: Q::DESCRIPTOR.rust_type,
@@ -145,16 +145,12 @@ impl Drop for Forget<'_> {
 
 /// Publishes a reply (or a handler error) for `request` on `to`.
 pub(crate) async fn send(
-    bus: &Bus,
+    engine: &Engine,
     to: &str,
     request: &Metadata,
     result: Result<Bytes, String>,
 ) -> Result<()> {
-    let mut meta = Metadata {
-        id: uuid::Uuid::now_v7().to_string(),
-        source: bus.config().source.clone(),
-        event_type: REPLY_TYPE.to_owned(),
-        time: Some(rfc3339(SystemTime::now())),
+    let opts = PublishOptions {
         correlation_id: Some(
             request
                 .correlation_id
@@ -162,8 +158,9 @@ pub(crate) async fn send(
                 .unwrap_or_else(|| request.id.clone()),
         ),
         causation_id: Some(request.id.clone()),
-        ..Metadata::default()
+        ..PublishOptions::default()
     };
+    let mut meta = engine.metadata(REPLY_TYPE, None, &opts);
     let data = match result {
         Ok(data) => data,
         Err(error) => {
@@ -171,13 +168,18 @@ pub(crate) async fn send(
             Bytes::from_static(b"null")
         }
     };
-    bus.transport()
-        .publish(Outgoing {
-            channel: to.to_owned(),
-            durability: Durability::Ephemeral,
-            max_len: None,
-            message: Encoded::from_data(meta, &data),
-        })
-        .await
-        .map(|_| ())
+    let out = engine.encode_data(to.to_owned(), Durability::Ephemeral, meta, &data)?;
+    engine.send(REPLY_TYPE, out).await.map(drop)
+}
+
+/// Sends the reply of a handled request; a failure is logged, the request times out.
+pub(crate) async fn answer(
+    engine: &Engine,
+    to: &str,
+    request: &Metadata,
+    result: Result<Bytes, String>,
+) {
+    if let Err(e) = send(engine, to, request, result).await {
+        tracing::warn!(reply_to = %to, request = %request.id, error = %e, "cannot send the reply");
+    }
 }

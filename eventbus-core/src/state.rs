@@ -37,18 +37,15 @@
 //! `Arc<Counters>` has no `Counters`. Give the value itself; `State<T>` shares it through an
 //! `Arc` already, and cloning a `State` only clones that `Arc`.
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::any::TypeId;
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::context::Context;
+use crate::engine::StateMap;
 use crate::error::{Error, HandlerError, Result};
 use crate::handler::{FromContext, HandlerRegistration};
-
-/// The state a bus holds: one value per type, given with `BusBuilder::state`.
-pub(crate) type StateMap = HashMap<TypeId, Arc<dyn Any + Send + Sync>>;
 
 /// A handler argument: the application state of type `T` given to
 /// [`BusBuilder::state`](crate::BusBuilder::state). Derefs to `T`; cloning it clones an `Arc`.
@@ -127,8 +124,12 @@ impl<T: Send + Sync + 'static> FromContext for State<T> {
     fn from_context(ctx: &Context) -> Result<Self, HandlerError> {
         // Checked when the handler started; reached without that check only by a handler
         // called directly (`Bus::call_handler`), which then fails with the same explanation.
-        lookup::<T>(&ctx.bus().inner.state).ok_or_else(|| {
-            HandlerError::permanent(missing(ctx.handler(), std::any::type_name::<T>(), None))
+        lookup::<T>(ctx.engine().state_map()).ok_or_else(|| {
+            HandlerError::permanent(missing(
+                Some(ctx.handler()),
+                std::any::type_name::<T>(),
+                None,
+            ))
         })
     }
 
@@ -186,7 +187,7 @@ pub(crate) fn check(handler: &str, required: &[StateRequirement], given: &StateM
             .find(|(id, _)| given.contains_key(id))
             .map(|(_, name)| *name);
         return Err(Error::MissingState {
-            handler: handler.to_owned(),
+            handler: Some(handler.to_owned()),
             type_name: need.type_name,
             given_instead,
         });
@@ -206,11 +207,18 @@ pub(crate) fn check_registered(
 
 /// The text of [`Error::MissingState`], shared with the run-time error of a handler called
 /// without the start-up check.
-pub(crate) fn missing(handler: &str, type_name: &str, given_instead: Option<&str>) -> String {
-    let mut text = format!(
-        "handler {handler} takes State<{type_name}>, but the bus has no state of type \
-         {type_name}: give it with Bus::builder().state(value)"
-    );
+pub(crate) fn missing(
+    handler: Option<&str>,
+    type_name: &str,
+    given_instead: Option<&str>,
+) -> String {
+    let mut text = match handler {
+        Some(handler) => format!("handler {handler} takes State<{type_name}>, but "),
+        None => String::new(),
+    };
+    text.push_str(&format!(
+        "the bus has no state of type {type_name}: give it with Bus::builder().state(value)"
+    ));
     if let Some(other) = given_instead {
         text.push_str(&format!(
             "; it holds {other} instead: give the value itself, State<{type_name}> shares it \
@@ -258,7 +266,7 @@ mod tests {
         else {
             panic!("{err:?}");
         };
-        assert_eq!(handler, "billing::charge");
+        assert_eq!(handler.as_deref(), Some("billing::charge"));
         assert!(type_name.ends_with("::Db"), "{type_name}");
         assert_eq!(*given_instead, None);
         let text = err.to_string();

@@ -86,6 +86,16 @@ pub enum ConsumeMode {
     Broadcast,
 }
 
+impl ConsumeMode {
+    /// `group` or `broadcast`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsumeMode::Group => "group",
+            ConsumeMode::Broadcast => "broadcast",
+        }
+    }
+}
+
 /// Where a new consumer group starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartFrom {
@@ -103,7 +113,7 @@ pub struct ConsumerSpec {
     pub stream: String,
     /// The consumer group (ignored in broadcast mode).
     pub group: String,
-    /// This consumer's name, unique per process (`host:pid:handler`).
+    /// This consumer's name within its group: the bus's instance name.
     pub consumer: String,
     /// Group or broadcast.
     pub mode: ConsumeMode,

@@ -25,15 +25,15 @@
 //! | ephemeral event | `PUBLISH <channel> <CloudEvents JSON>`; the receipt holds the receiver count |
 //! | ephemeral subscriber | `SUBSCRIBE <channel>` on the shared pub/sub connection |
 //! | templated channel (`tenant.{tenant}.presence`) or `subscribe_pattern` | `PSUBSCRIBE tenant.*.presence` |
-//! | durable event | `XADD <stream> MAXLEN ~ N * specversion 1.0 id … data <json>` |
+//! | durable event | `XADD <stream> MAXLEN ~ N * event <CloudEvents JSON>`: one field holding the same document as on pub/sub (entries with one field per attribute, CloudEvents binary mode, are read too) |
 //! | durable handler group | consumer group `<group>` on the stream, created with `XGROUP CREATE … MKSTREAM` |
 //! | handler instance | consumer `<instance>` of that group (`host-pid-n` unless configured) |
 //! | handled entry | `XACK <stream> <group> <id>…`, only after the handler succeeded or gave up |
 //! | dead entry of a crashed instance | claimed by a live one with `XAUTOCLAIM` after `claim_idle` |
 //! | broadcast handler | `XREAD` from the position the instance started at; no group, no ack |
 //! | dead letter | `XADD <stream>.dlq MAXLEN ~ 100000 * dlq.reason … <original fields>` |
-//! | event handled by a `dedup` group | `SET eventbus.dedup:<stream>:<group>:<event id> 1 PX <ttl>`, checked with `EXISTS` before each call |
-//! | request/reply | `PUBLISH` of the request; the reply comes on `eventbus.reply.<instance>` |
+//! | event handled by a `dedup` group | `SET eventbus.dedup:<channel>:<group>:<event id> 1 PX <ttl>`, checked with `EXISTS` before each call |
+//! | request/reply | `PUBLISH` of the request with `replyto`; the reply comes on `eventbus.reply.<instance>` with `causationid` = the request's id |
 //!
 //! ## Connections
 //!

@@ -1,5 +1,5 @@
 //! Publishing: `PUBLISH` of the CloudEvents JSON document for ephemeral events, `XADD` of the
-//! envelope fields for durable ones. Everything goes through the shared multiplexed
+//! same document in one field, `event`, for durable ones. Everything goes through the shared multiplexed
 //! connection, so concurrent publishes are pipelined on one socket; a batch is one pipeline
 //! (one round trip).
 

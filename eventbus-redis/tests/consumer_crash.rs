@@ -106,7 +106,6 @@ async fn child_consumer(url: &str, ns: &str, dedup: bool, dir: &Path) {
         .expect("the child's bus");
     let (handled, hung) = (dir.join("handled"), dir.join("hung"));
     bus.subscribe_with(
-        handler_options(dedup, CHILD_CONCURRENCY),
         move |o: OrderCreated| {
             let (handled, hung) = (handled.clone(), hung.clone());
             async move {
@@ -117,6 +116,7 @@ async fn child_consumer(url: &str, ns: &str, dedup: bool, dir: &Path) {
                 append_id(&handled, o.order_id);
             }
         },
+        handler_options(dedup, CHILD_CONCURRENCY),
     )
     .await
     .expect("the child subscribes");
@@ -338,10 +338,13 @@ async fn kill_a_consumer_mid_handler(dedup: bool) -> Run {
     let survived: Recorder<u32> = Recorder::default();
     let s = survived.clone();
     survivor
-        .subscribe_with(handler_options(dedup, 16), move |o: OrderCreated| {
-            let s = s.clone();
-            async move { s.push(o.order_id) }
-        })
+        .subscribe_with(
+            move |o: OrderCreated| {
+                let s = s.clone();
+                async move { s.push(o.order_id) }
+            },
+            handler_options(dedup, 16),
+        )
         .await
         .unwrap();
     // Done: every entry delivered to the group and acknowledged (each call recorded before).

@@ -33,10 +33,13 @@ fn options() -> HandlerOptions {
 async fn recorded(b: &Bus, options: HandlerOptions) -> Recorder<u32> {
     let rec = Recorder::default();
     let r = rec.clone();
-    b.subscribe_with(options, move |o: OrderCreated| {
-        let r = r.clone();
-        async move { r.push(o.order_id) }
-    })
+    b.subscribe_with(
+        move |o: OrderCreated| {
+            let r = r.clone();
+            async move { r.push(o.order_id) }
+        },
+        options,
+    )
     .await
     .unwrap();
     rec
@@ -126,9 +129,10 @@ async fn a_failed_call_sets_no_mark() {
     let server = RedisServer::start();
     let ns = namespace("dedup-failed");
     let b = bus(&server.url(), &ns).await;
-    b.subscribe_with(options(), |_: OrderCreated| async {
-        Err::<(), _>(HandlerError::permanent("declined"))
-    })
+    b.subscribe_with(
+        |_: OrderCreated| async { Err::<(), _>(HandlerError::permanent("declined")) },
+        options(),
+    )
     .await
     .unwrap();
     let receipt = b.publish(&OrderCreated { order_id: 1 }).await.unwrap();
@@ -179,7 +183,7 @@ async fn a_user_that_may_not_read_the_marks_fails_at_subscribe() {
     let url = format!("redis://nodedup:pw-7c1e@127.0.0.1:{}", server.port());
     let b = bus(&url, &ns).await;
     let err = b
-        .subscribe_with(options(), |_: OrderCreated| async {})
+        .subscribe_with(|_: OrderCreated| async {}, options())
         .await
         .unwrap_err();
     assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
@@ -191,7 +195,7 @@ async fn a_user_that_may_not_read_the_marks_fails_at_subscribe() {
         dedup: None,
         ..options()
     };
-    b.subscribe_with(without, |_: OrderCreated| async {})
+    b.subscribe_with(|_: OrderCreated| async {}, without)
         .await
         .unwrap();
 }

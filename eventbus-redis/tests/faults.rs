@@ -88,11 +88,11 @@ async fn record_payments(bus: &Bus) -> Recorder<u64> {
     let handled = Recorder::default();
     let h = handled.clone();
     bus.subscribe_with(
-        HandlerOptions::new().group(GROUP).concurrency(64),
         move |p: PaymentCaptured| {
             let h = h.clone();
             async move { h.push(p.id) }
         },
+        HandlerOptions::new().group(GROUP).concurrency(64),
     )
     .await
     .expect("subscribe the durable handler");

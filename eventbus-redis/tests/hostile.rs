@@ -121,10 +121,13 @@ async fn hostile_payloads_over_redis_are_dead_lettered_or_counted_and_good_event
     let orders = Recorder::default();
     let o = orders.clone();
     streams
-        .subscribe_with(HandlerOptions::new().group("billing"), move |e: Order| {
-            let o = o.clone();
-            async move { o.push(e.n) }
-        })
+        .subscribe_with(
+            move |e: Order| {
+                let o = o.clone();
+                async move { o.push(e.n) }
+            },
+            HandlerOptions::new().group("billing"),
+        )
         .await
         .unwrap();
     let stream = streams.channel_of::<Order>();

@@ -46,11 +46,11 @@ async fn bare_json_from_a_plain_client_reaches_typed_handlers() {
     let orders = Recorder::default();
     let o = orders.clone();
     b.subscribe_with(
-        HandlerOptions::new().group("billing"),
         move |ev: OrderCreated, ctx: Context| {
             let o = o.clone();
             async move { o.push((ev, ctx.metadata().event_type.clone(), ctx.id().to_owned())) }
         },
+        HandlerOptions::new().group("billing"),
     )
     .await
     .unwrap();
@@ -212,15 +212,15 @@ async fn charge(ev: OrderCreated, ctx: Context) -> Result<(), HandlerError> {
 async fn order_flow(bus: Bus) {
     let payments = Recorder::default();
     let p = payments.clone();
-    bus.subscribe_with(HandlerOptions::new().group("billing"), charge)
+    bus.subscribe_with(charge, HandlerOptions::new().group("billing"))
         .await
         .unwrap();
     bus.subscribe_with(
-        HandlerOptions::new().group("audit"),
         move |ev: PaymentRequested, ctx: Context| {
             let p = p.clone();
             async move { p.push((ev.order_id, ctx.correlation_id().to_owned())) }
         },
+        HandlerOptions::new().group("audit"),
     )
     .await
     .unwrap();

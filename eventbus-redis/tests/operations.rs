@@ -84,7 +84,7 @@ async fn a_request_nobody_answers_in_time_times_out() {
     let client = bus(&server.url(), &ns).await;
     let started = tokio::time::Instant::now();
     match client
-        .request_timeout(&FindUser { id: 1 }, Duration::from_millis(200))
+        .request_with_timeout(&FindUser { id: 1 }, Duration::from_millis(200))
         .await
     {
         Err(Error::Timeout { timeout, .. }) => assert_eq!(timeout, Duration::from_millis(200)),
@@ -153,7 +153,6 @@ async fn introspection_reports_what_the_bus_did() {
     let started = Recorder::default();
     let (g, s) = (gate.clone(), started.clone());
     b.subscribe_with(
-        HandlerOptions::new().group("billing"),
         move |o: OrderCreated| {
             let (g, s) = (g.clone(), s.clone());
             async move {
@@ -161,6 +160,7 @@ async fn introspection_reports_what_the_bus_did() {
                 let _permit = g.acquire().await;
             }
         },
+        HandlerOptions::new().group("billing"),
     )
     .await
     .unwrap();

@@ -227,7 +227,6 @@ async fn a_dead_lettered_message_is_replayed_on_its_channel() {
     let rec = Recorder::default();
     let (br, r) = (broken.clone(), rec.clone());
     b.subscribe_with(
-        HandlerOptions::new().max_deliveries(1),
         move |m: ChatMessage| {
             let (br, r) = (br.clone(), r.clone());
             async move {
@@ -238,6 +237,7 @@ async fn a_dead_lettered_message_is_replayed_on_its_channel() {
                 Ok(())
             }
         },
+        HandlerOptions::new().max_deliveries(1),
     )
     .await
     .unwrap();

@@ -35,13 +35,16 @@ async fn crashing_instance(url: &str, ns: &str, instance: &str) -> Doomed {
     let (url, ns, instance) = (url.to_owned(), ns.to_owned(), instance.to_owned());
     runtime.spawn(async move {
         let b = builder(&url, &ns).await.instance(instance).build().unwrap();
-        b.subscribe_with(FAST, move |o: OrderCreated| {
-            let t = t.clone();
-            async move {
-                t.push(o.order_id);
-                std::future::pending::<()>().await;
-            }
-        })
+        b.subscribe_with(
+            move |o: OrderCreated| {
+                let t = t.clone();
+                async move {
+                    t.push(o.order_id);
+                    std::future::pending::<()>().await;
+                }
+            },
+            FAST,
+        )
         .await
         .unwrap();
         std::future::pending::<()>().await;
@@ -80,10 +83,13 @@ impl Drop for Doomed {
 async fn handler_bus(url: &str, ns: &str, instance: &str, rec: &Recorder<(u32, u32)>) -> Bus {
     let b = builder(url, ns).await.instance(instance).build().unwrap();
     let r = rec.clone();
-    b.subscribe_with(FAST, move |o: OrderCreated, ctx: Context| {
-        let r = r.clone();
-        async move { r.push((o.order_id, ctx.attempt())) }
-    })
+    b.subscribe_with(
+        move |o: OrderCreated, ctx: Context| {
+            let r = r.clone();
+            async move { r.push((o.order_id, ctx.attempt())) }
+        },
+        FAST,
+    )
     .await
     .unwrap();
     b
@@ -160,10 +166,13 @@ async fn a_restarted_instance_rereads_its_own_pending_entries_at_once() {
         .build()
         .unwrap();
     let r = handled.clone();
-    b.subscribe_with(FAST, move |o: OrderCreated, ctx: Context| {
-        let r = r.clone();
-        async move { r.push((o.order_id, ctx.attempt())) }
-    })
+    b.subscribe_with(
+        move |o: OrderCreated, ctx: Context| {
+            let r = r.clone();
+            async move { r.push((o.order_id, ctx.attempt())) }
+        },
+        FAST,
+    )
     .await
     .unwrap();
     assert!(wait_until(PATIENCE, || handled.len() == 1).await);
@@ -243,15 +252,18 @@ async fn a_slow_handler_keeps_its_entry_from_other_consumers() {
         .build()
         .unwrap();
     let s = slow.clone();
-    a.subscribe_with(FAST, move |o: OrderCreated| {
-        let s = s.clone();
-        async move {
-            s.push(o.order_id);
-            // Three times claim_idle (500 ms): long enough to look dead without renewals.
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            s.push(o.order_id);
-        }
-    })
+    a.subscribe_with(
+        move |o: OrderCreated| {
+            let s = s.clone();
+            async move {
+                s.push(o.order_id);
+                // Three times claim_idle (500 ms): long enough to look dead without renewals.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                s.push(o.order_id);
+            }
+        },
+        FAST,
+    )
     .await
     .unwrap();
     a.publish(&OrderCreated { order_id: 1 }).await.unwrap();

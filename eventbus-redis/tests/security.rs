@@ -168,8 +168,8 @@ async fn starting_a_consumer_without_permission_fails_at_once() {
     let e = promptly(
         "XGROUP CREATE",
         b.subscribe_with(
-            HandlerOptions::new().group("billing"),
             |_e: OrderPlaced| async {},
+            HandlerOptions::new().group("billing"),
         ),
     )
     .await;
@@ -181,8 +181,8 @@ async fn starting_a_consumer_without_permission_fails_at_once() {
     let e = promptly(
         "XREADGROUP",
         b.subscribe_with(
-            HandlerOptions::new().group("billing"),
             |_e: OrderPlaced| async {},
+            HandlerOptions::new().group("billing"),
         ),
     )
     .await;
@@ -211,11 +211,11 @@ async fn what_the_acl_allows_works_for_the_same_user() {
     let live = Recorder::default();
     let (d, l) = (durable.clone(), live.clone());
     b.subscribe_with(
-        HandlerOptions::new().group("billing"),
         move |e: OrderPlaced, ctx: Context| {
             let d = d.clone();
             async move { d.push((e.n, ctx.attempt())) }
         },
+        HandlerOptions::new().group("billing"),
     )
     .await
     .unwrap();

@@ -37,7 +37,6 @@ impl Calls {
     async fn subscribe(&self, bus: &Bus, concurrency: usize) {
         let calls = self.clone();
         bus.subscribe_with(
-            HandlerOptions::new().group(GROUP).concurrency(concurrency),
             move |w: Work| {
                 let calls = calls.clone();
                 async move {
@@ -48,6 +47,7 @@ impl Calls {
                     calls.in_flight.fetch_sub(1, Ordering::SeqCst);
                 }
             },
+            HandlerOptions::new().group(GROUP).concurrency(concurrency),
         )
         .await
         .expect("the consumer starts");

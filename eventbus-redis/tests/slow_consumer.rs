@@ -143,7 +143,6 @@ async fn a_slow_group_reads_no_more_than_it_handles_and_the_backlog_stays_in_red
     let (g, e, h) = (gate.clone(), entered.clone(), handled.clone());
     consumer
         .subscribe_with(
-            HandlerOptions::new().group("slow").concurrency(CONCURRENCY),
             move |_: OrderCreated| {
                 let (g, e, h) = (g.clone(), e.clone(), h.clone());
                 async move {
@@ -152,6 +151,7 @@ async fn a_slow_group_reads_no_more_than_it_handles_and_the_backlog_stays_in_red
                     h.fetch_add(1, Ordering::SeqCst);
                 }
             },
+            HandlerOptions::new().group("slow").concurrency(CONCURRENCY),
         )
         .await
         .unwrap();

@@ -57,7 +57,6 @@ async fn competing_consumers_in_one_group_handle_each_event_once() {
         let b = bus(&server.url(), &ns).await;
         let h = handled.clone();
         b.subscribe_with(
-            FAST.group("billing").concurrency(4),
             move |o: OrderCreated| {
                 let h = h.clone();
                 async move {
@@ -66,6 +65,7 @@ async fn competing_consumers_in_one_group_handle_each_event_once() {
                     h.push((name, o.order_id));
                 }
             },
+            FAST.group("billing").concurrency(4),
         )
         .await
         .unwrap();
@@ -97,10 +97,13 @@ async fn every_group_handles_every_event() {
     let billing: Recorder<u32> = Recorder::default();
     let shipping: Recorder<u32> = Recorder::default();
     for (group, rec) in [("billing", billing.clone()), ("shipping", shipping.clone())] {
-        b.subscribe_with(FAST.group(group), move |o: OrderCreated| {
-            let rec = rec.clone();
-            async move { rec.push(o.order_id) }
-        })
+        b.subscribe_with(
+            move |o: OrderCreated| {
+                let rec = rec.clone();
+                async move { rec.push(o.order_id) }
+            },
+            FAST.group(group),
+        )
         .await
         .unwrap();
     }
@@ -118,13 +121,16 @@ async fn entries_are_acked_only_after_the_handler_succeeded() {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let started = Recorder::default();
     let (g, s) = (gate.clone(), started.clone());
-    b.subscribe_with(FAST.group("billing"), move |o: OrderCreated| {
-        let (g, s) = (g.clone(), s.clone());
-        async move {
-            s.push(o.order_id);
-            let _permit = g.acquire().await;
-        }
-    })
+    b.subscribe_with(
+        move |o: OrderCreated| {
+            let (g, s) = (g.clone(), s.clone());
+            async move {
+                s.push(o.order_id);
+                let _permit = g.acquire().await;
+            }
+        },
+        FAST.group("billing"),
+    )
     .await
     .unwrap();
     b.publish(&OrderCreated { order_id: 1 }).await.unwrap();
@@ -149,7 +155,6 @@ async fn a_failed_delivery_is_retried_until_it_succeeds() {
     let attempts = Recorder::default();
     let a = attempts.clone();
     b.subscribe_with(
-        FAST.group("billing"),
         move |_o: OrderCreated, ctx: Context| {
             let a = a.clone();
             async move {
@@ -160,6 +165,7 @@ async fn a_failed_delivery_is_retried_until_it_succeeds() {
                 Ok(())
             }
         },
+        FAST.group("billing"),
     )
     .await
     .unwrap();
@@ -182,8 +188,8 @@ async fn poison_message_goes_to_the_dead_letter_stream_after_max_deliveries() {
     let ns = namespace("dlq");
     let (b, t) = bus_and_transport(&server.url(), &ns).await;
     b.subscribe_with(
-        FAST.group("billing").max_deliveries(3),
         |_o: OrderCreated| async { Err::<(), _>(HandlerError::new("card declined")) },
+        FAST.group("billing").max_deliveries(3),
     )
     .await
     .unwrap();
@@ -225,10 +231,13 @@ async fn an_undecodable_entry_is_dead_lettered_without_blocking_the_next() {
     let b = bus(&server.url(), &ns).await;
     let handled = Recorder::default();
     let h = handled.clone();
-    b.subscribe_with(FAST.group("billing"), move |o: OrderCreated| {
-        let h = h.clone();
-        async move { h.push(o.order_id) }
-    })
+    b.subscribe_with(
+        move |o: OrderCreated| {
+            let h = h.clone();
+            async move { h.push(o.order_id) }
+        },
+        FAST.group("billing"),
+    )
     .await
     .unwrap();
     let stream = b.channel_of::<OrderCreated>();
@@ -286,10 +295,13 @@ async fn broadcast_handlers_see_every_event_on_every_instance() {
     for rec in &recs {
         let b = bus(&server.url(), &ns).await;
         let rec = rec.clone();
-        b.subscribe_with(FAST.broadcast(), move |o: OrderCreated| {
-            let rec = rec.clone();
-            async move { rec.push(o.order_id) }
-        })
+        b.subscribe_with(
+            move |o: OrderCreated| {
+                let rec = rec.clone();
+                async move { rec.push(o.order_id) }
+            },
+            FAST.broadcast(),
+        )
         .await
         .unwrap();
         buses.push(b);
@@ -310,7 +322,6 @@ async fn a_dead_letter_can_be_replayed_to_its_stream() {
     let handled = Recorder::default();
     let (br, h) = (broken.clone(), handled.clone());
     b.subscribe_with(
-        FAST.group("billing").max_deliveries(1),
         move |o: OrderCreated| {
             let (br, h) = (br.clone(), h.clone());
             async move {
@@ -321,6 +332,7 @@ async fn a_dead_letter_can_be_replayed_to_its_stream() {
                 Ok(())
             }
         },
+        FAST.group("billing").max_deliveries(1),
     )
     .await
     .unwrap();
@@ -360,10 +372,13 @@ async fn start_from_now_skips_earlier_events() {
     b.publish(&OrderCreated { order_id: 1 }).await.unwrap();
     let handled = Recorder::default();
     let h = handled.clone();
-    b.subscribe_with(FAST.group("late"), move |o: OrderCreated| {
-        let h = h.clone();
-        async move { h.push(o.order_id) }
-    })
+    b.subscribe_with(
+        move |o: OrderCreated| {
+            let h = h.clone();
+            async move { h.push(o.order_id) }
+        },
+        FAST.group("late"),
+    )
     .await
     .unwrap();
     b.publish(&OrderCreated { order_id: 2 }).await.unwrap();

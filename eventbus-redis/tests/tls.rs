@@ -65,10 +65,13 @@ async fn durable_and_ephemeral_events_round_trip_over_tls() {
     let p = payments.clone();
     // A durable handler reads on its own connection, an ephemeral one on the pub/sub connection.
     consumer
-        .subscribe_with(HandlerOptions::new().group("ledger"), move |e: Payment| {
-            p.push(e.id);
-            std::future::ready(())
-        })
+        .subscribe_with(
+            move |e: Payment| {
+                p.push(e.id);
+                std::future::ready(())
+            },
+            HandlerOptions::new().group("ledger"),
+        )
         .await
         .unwrap();
     let p = pings.clone();

@@ -19,7 +19,7 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> eventbus::Result<()> {
-//!     let bus = Bus::from_env().await?; // REDIS_URL set: Redis; otherwise in-memory
+//!     let bus = eventbus::from_env().await?; // REDIS_URL set: Redis; otherwise in-memory
 //!     bus.publish(&OrderCreated { order_id: "o-1".into(), amount_cents: 4999 }).await?;
 //!     bus.run_registered_handlers().await // until Ctrl-C
 //! }
@@ -40,28 +40,32 @@ pub const NAMESPACE_ENV: &str = "EVENTBUS_NAMESPACE";
 /// Builds a bus from the environment: Redis when `REDIS_URL` is set, the in-memory bus
 /// otherwise. `EVENTBUS_NAMESPACE`, when set, prefixes every key.
 ///
-/// In scope through `eventbus::prelude::*`, so `Bus::from_env()` reads naturally.
-pub trait BusFromEnv: Sized {
-    /// The bus, ready to use.
-    fn from_env() -> impl std::future::Future<Output = Result<Bus>> + Send;
-    /// A builder with the transport chosen from the environment, to add state or settings.
-    fn builder_from_env() -> impl std::future::Future<Output = Result<BusBuilder>> + Send;
+/// ```no_run
+/// # async fn demo() -> eventbus::Result<()> {
+/// let bus = eventbus::from_env().await?;
+/// # Ok(()) }
+/// ```
+pub async fn from_env() -> Result<Bus> {
+    builder_from_env().await?.build()
 }
 
-impl BusFromEnv for Bus {
-    async fn from_env() -> Result<Bus> {
-        Self::builder_from_env().await?.build()
+/// A builder with the transport chosen from the environment (as [`from_env`]), to add state or
+/// settings before building.
+///
+/// ```no_run
+/// # async fn demo() -> eventbus::Result<()> {
+/// struct Db;
+/// let bus = eventbus::builder_from_env().await?.state(Db).build()?;
+/// # Ok(()) }
+/// ```
+pub async fn builder_from_env() -> Result<BusBuilder> {
+    let mut builder = Bus::builder();
+    if let Some(ns) = std::env::var(NAMESPACE_ENV).ok().filter(|s| !s.is_empty()) {
+        builder = builder.namespace(ns);
     }
-
-    async fn builder_from_env() -> Result<BusBuilder> {
-        let mut builder = Bus::builder();
-        if let Some(ns) = std::env::var(NAMESPACE_ENV).ok().filter(|s| !s.is_empty()) {
-            builder = builder.namespace(ns);
-        }
-        match std::env::var(REDIS_URL_ENV).ok().filter(|s| !s.is_empty()) {
-            None => Ok(builder),
-            Some(url) => connect(builder, &url).await,
-        }
+    match std::env::var(REDIS_URL_ENV).ok().filter(|s| !s.is_empty()) {
+        None => Ok(builder),
+        Some(url) => connect(builder, &url).await,
     }
 }
 
@@ -80,7 +84,6 @@ async fn connect(_builder: BusBuilder, _url: &str) -> Result<BusBuilder> {
 
 /// What most users need: `use eventbus::prelude::*;`.
 pub mod prelude {
-    pub use crate::BusFromEnv;
     pub use eventbus_core::prelude::*;
 }
 

@@ -36,7 +36,7 @@ async fn push(n: Notification, ctx: Context) {
 
 #[tokio::main]
 async fn main() -> eventbus::Result<()> {
-    let bus = Bus::builder_from_env()
+    let bus = eventbus::builder_from_env()
         .await?
         .namespace("example-notifications")
         .build()?;
@@ -51,7 +51,7 @@ async fn main() -> eventbus::Result<()> {
             let local = msg.channel().strip_prefix(&prefix).unwrap_or(msg.channel());
             println!("[audit] acme/{local}: {} was told {:?}", n.user, n.text);
             RECEIVED.fetch_add(1, Ordering::SeqCst);
-            Ok(())
+            Ok::<_, HandlerError>(())
         }
     })
     .await?;

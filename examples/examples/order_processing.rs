@@ -89,7 +89,7 @@ async fn main() -> eventbus::Result<()> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or_default();
-    let bus = Bus::builder_from_env()
+    let bus = eventbus::builder_from_env()
         .await?
         .namespace(format!("example-{run}"))
         .source("order-service")

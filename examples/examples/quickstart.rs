@@ -120,7 +120,7 @@ async fn main() -> eventbus::Result<()> {
         )
         .init();
 
-    let bus = Bus::builder_from_env()
+    let bus = eventbus::builder_from_env()
         .await?
         .source("quickstart")
         .state(Progress::default())
@@ -159,7 +159,7 @@ async fn main() -> eventbus::Result<()> {
     if !progress.wait_for(6).await {
         eprintln!("timed out waiting for the handlers");
     }
-    bus.settle().await;
+    eventbus::testing::settle(&bus).await;
     let dead = eventbus::testing::dead_letters::<OrderCreated>(&bus).await?;
     for letter in dead.iter().rev().take(1) {
         println!(

@@ -39,7 +39,7 @@ async fn find_user(q: FindUser) -> Result<UserFound, HandlerError> {
 
 #[tokio::main]
 async fn main() -> eventbus::Result<()> {
-    let bus = Bus::builder_from_env()
+    let bus = eventbus::builder_from_env()
         .await?
         .namespace("example-request-reply")
         .build()?;
@@ -61,12 +61,12 @@ async fn main() -> eventbus::Result<()> {
     bus.shutdown().await;
 
     // Nobody listens on this bus: the request fails at once instead of waiting for the timeout.
-    let lonely = Bus::builder_from_env()
+    let lonely = eventbus::builder_from_env()
         .await?
         .namespace("example-request-reply-empty")
         .build()?;
     match lonely
-        .request_timeout(&FindUser { id: 1 }, Duration::from_millis(500))
+        .request_with_timeout(&FindUser { id: 1 }, Duration::from_millis(500))
         .await
     {
         Err(e) => println!("with no handler running -> {e}"),

@@ -49,10 +49,13 @@ fn options(group: &'static str) -> HandlerOptions {
 async fn record(bus: &Bus, opts: HandlerOptions) -> Seen {
     let seen: Seen = Arc::default();
     let s = seen.clone();
-    bus.subscribe_with(opts, move |ev: OrderCreated| {
-        let s = s.clone();
-        async move { s.lock().unwrap().push(ev.n) }
-    })
+    bus.subscribe_with(
+        move |ev: OrderCreated| {
+            let s = s.clone();
+            async move { s.lock().unwrap().push(ev.n) }
+        },
+        opts,
+    )
     .await
     .unwrap();
     seen
@@ -100,7 +103,7 @@ async fn an_event_id_is_handled_once_per_dedup_group() {
     append(&bus, order("ev-1", 1)).await;
     append(&bus, order("ev-1", 1)).await;
     append(&bus, order("ev-2", 2)).await;
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert_eq!(sorted(&billing), vec![1, 2]);
     assert_eq!(sorted(&audit), vec![1, 2]);
     assert_eq!(
@@ -128,7 +131,6 @@ async fn a_failed_call_marks_nothing_so_retries_and_redeliveries_run() {
     let c = calls.clone();
     // Fails on the first call of each event, succeeds on the retry; `n == 9` always fails.
     bus.subscribe_with(
-        options("billing").dedup(DAY).max_deliveries(2),
         move |ev: OrderCreated, ctx: Context| {
             let c = c.clone();
             async move {
@@ -139,19 +141,20 @@ async fn a_failed_call_marks_nothing_so_retries_and_redeliveries_run() {
                 Ok(())
             }
         },
+        options("billing").dedup(DAY).max_deliveries(2),
     )
     .await
     .unwrap();
     append(&bus, order("ev-1", 1)).await;
     append(&bus, order("ev-9", 9)).await;
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert_eq!(calls.load(Ordering::SeqCst), 4, "two calls for each event");
     assert_eq!(dead_letters::<OrderCreated>(&bus).await.unwrap().len(), 1);
 
     // ev-1 succeeded on its retry and is marked; ev-9 never succeeded and runs again.
     append(&bus, order("ev-1", 1)).await;
     append(&bus, order("ev-9", 9)).await;
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert_eq!(calls.load(Ordering::SeqCst), 6);
     let stats = bus.stats();
     assert_eq!(stats.duplicates_skipped, 1, "{stats:?}");
@@ -165,9 +168,9 @@ async fn a_mark_expires_after_its_ttl() {
     // Long enough for the second append to come well before it expires on a busy machine.
     let seen = record(&bus, options("billing").dedup(Duration::from_secs(1))).await;
     append(&bus, order("ev-1", 1)).await;
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     append(&bus, order("ev-1", 1)).await;
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert_eq!(sorted(&seen), vec![1]);
     assert_eq!(bus.stats().duplicates_skipped, 1);
 
@@ -182,7 +185,7 @@ async fn a_mark_expires_after_its_ttl() {
     }
     assert!(expired, "the mark outlived its ttl of 1 s by 4 s");
     append(&bus, order("ev-1", 1)).await;
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert_eq!(
         sorted(&seen),
         vec![1, 1],
@@ -200,20 +203,23 @@ async fn a_replayed_dead_letter_is_skipped_by_the_groups_that_handled_it() {
     let f = fail.clone();
     let audit: Seen = Arc::default();
     let a = audit.clone();
-    bus.subscribe_with(options("audit").dedup(DAY), move |ev: OrderCreated| {
-        let (f, a) = (f.clone(), a.clone());
-        async move {
-            if f.load(Ordering::SeqCst) == 1 {
-                return Err(HandlerError::permanent("audit log unavailable"));
+    bus.subscribe_with(
+        move |ev: OrderCreated| {
+            let (f, a) = (f.clone(), a.clone());
+            async move {
+                if f.load(Ordering::SeqCst) == 1 {
+                    return Err(HandlerError::permanent("audit log unavailable"));
+                }
+                a.lock().unwrap().push(ev.n);
+                Ok(())
             }
-            a.lock().unwrap().push(ev.n);
-            Ok(())
-        }
-    })
+        },
+        options("audit").dedup(DAY),
+    )
     .await
     .unwrap();
     bus.publish(&OrderCreated { n: 3 }).await.unwrap();
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     let dlq = bus.dead_letter_key_of::<OrderCreated>();
     let letters = bus.transport().dead_letters(&dlq, 10).await.unwrap();
     assert_eq!(letters.len(), 1);
@@ -223,7 +229,7 @@ async fn a_replayed_dead_letter_is_skipped_by_the_groups_that_handled_it() {
         .replay_dead_letter(&dlq, &letters[0].id)
         .await
         .unwrap();
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert_eq!(sorted(&billing), vec![3], "billing handled it already");
     assert_eq!(
         sorted(&audit),
@@ -237,10 +243,10 @@ async fn a_replayed_dead_letter_is_skipped_by_the_groups_that_handled_it() {
 async fn dedup_on_an_ephemeral_event_or_a_broadcast_handler_is_refused() {
     let bus = Bus::memory();
     let err = bus
-        .subscribe_with(options("live").dedup(DAY), |_: Tick| async {})
+        .subscribe_with(|_: Tick| async {}, options("live").dedup(DAY))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(matches!(err, Error::InvalidOptions { .. }), "{err:?}");
     let text = err.to_string();
     assert!(
         text.contains("`dedup` needs a durable event") && text.contains("test.live.Tick"),
@@ -248,12 +254,12 @@ async fn dedup_on_an_ephemeral_event_or_a_broadcast_handler_is_refused() {
     );
     let err = bus
         .subscribe_with(
-            HandlerOptions::new().broadcast().dedup(DAY),
             |_: OrderCreated| async {},
+            HandlerOptions::new().broadcast().dedup(DAY),
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(matches!(err, Error::InvalidOptions { .. }), "{err:?}");
     assert!(err.to_string().contains("`broadcast`"), "{err}");
 }
 
@@ -264,12 +270,12 @@ async fn a_transport_without_marks_refuses_dedup_handlers_at_subscribe() {
         .build()
         .unwrap();
     let err = bus
-        .subscribe_with(options("g").dedup(DAY), |_: OrderCreated| async {})
+        .subscribe_with(|_: OrderCreated| async {}, options("g").dedup(DAY))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("cannot keep the marks"), "{err}");
     // Without dedup the same transport is fine.
-    bus.subscribe_with(options("g"), |_: OrderCreated| async {})
+    bus.subscribe_with(|_: OrderCreated| async {}, options("g"))
         .await
         .unwrap();
     bus.shutdown().await;
@@ -318,7 +324,7 @@ async fn entries_handled_by_a_consumer_that_died_before_acking_are_not_handled_a
             shared.pending(&stream, "billing").is_empty()
         })
         .await;
-        survivor.settle().await;
+        eventbus_core::testing::settle(&survivor).await;
         if dedup {
             assert_eq!(sorted(&second), Vec::<u32>::new());
             assert_eq!(survivor.stats().duplicates_skipped, 5);

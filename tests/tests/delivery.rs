@@ -57,12 +57,15 @@ async fn record<E: Event<Reply = ()> + Clone>(
 ) -> Seen {
     let seen: Seen = Arc::default();
     let s = seen.clone();
-    bus.subscribe_with(opts, move |ev: E| {
-        let s = s.clone();
-        async move {
-            s.lock().unwrap().push(f(&ev));
-        }
-    })
+    bus.subscribe_with(
+        move |ev: E| {
+            let s = s.clone();
+            async move {
+                s.lock().unwrap().push(f(&ev));
+            }
+        },
+        opts,
+    )
     .await
     .unwrap();
     seen
@@ -85,7 +88,7 @@ async fn ephemeral_events_fan_out_to_every_subscriber_across_buses() {
         let receipt = a.publish(&Tick { n }).await.unwrap();
         assert_eq!(receipt.receivers, Some(2));
     }
-    a.settle().await;
+    eventbus_core::testing::settle(&a).await;
     assert_eq!(sorted(&seen_a), (0..10).collect::<Vec<_>>());
     assert_eq!(sorted(&seen_b), (0..10).collect::<Vec<_>>());
 }
@@ -121,7 +124,7 @@ async fn templated_channel_is_filled_and_matched_by_its_pattern() {
         .await
         .unwrap();
     assert_eq!(r.channel, "test.tenant.acme.presence");
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert_eq!(*seen.lock().unwrap(), vec!["test.tenant.acme.presence:7"]);
 
     let bad = bus
@@ -148,7 +151,7 @@ async fn pattern_subscription_gets_every_matching_channel_with_its_name() {
             s.lock()
                 .unwrap()
                 .insert(format!("{} {}", msg.channel(), p.user));
-            Ok(())
+            Ok::<_, HandlerError>(())
         }
     })
     .await
@@ -162,7 +165,7 @@ async fn pattern_subscription_gets_every_matching_channel_with_its_name() {
         .unwrap();
     }
     bus.publish(&Tick { n: 0 }).await.unwrap(); // another channel, not matched
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     let seen = seen.lock().unwrap().clone();
     assert_eq!(
         seen.into_iter().collect::<Vec<_>>(),
@@ -184,7 +187,7 @@ async fn every_group_gets_every_durable_event() {
         let r = bus.publish(&OrderCreated { n }).await.unwrap();
         assert!(r.stream_id.is_some());
     }
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert_eq!(sorted(&billing), (0..20).collect::<Vec<_>>());
     assert_eq!(sorted(&shipping), (0..20).collect::<Vec<_>>());
 }
@@ -199,7 +202,6 @@ async fn instances_in_one_group_compete_and_each_event_is_handled_once() {
         let bus = Bus::builder().transport(shared.clone()).build().unwrap();
         let (h, counts) = (handled.clone(), per_instance.clone());
         bus.subscribe_with(
-            HandlerOptions::new().group("workers"),
             move |ev: OrderCreated| {
                 let (h, counts) = (h.clone(), counts.clone());
                 async move {
@@ -217,6 +219,7 @@ async fn instances_in_one_group_compete_and_each_event_is_handled_once() {
                     h.lock().unwrap().push((instance, ev.n));
                 }
             },
+            HandlerOptions::new().group("workers"),
         )
         .await
         .unwrap();
@@ -225,7 +228,7 @@ async fn instances_in_one_group_compete_and_each_event_is_handled_once() {
     for n in 0..30 {
         buses[0].publish(&OrderCreated { n }).await.unwrap();
     }
-    buses[0].settle().await;
+    eventbus_core::testing::settle(&buses[0]).await;
     let handled = handled.lock().unwrap().clone();
     let mut ns: Vec<u32> = handled.iter().map(|(_, n)| *n).collect();
     ns.sort_unstable();
@@ -238,20 +241,23 @@ async fn a_failing_handler_is_retried_until_it_succeeds() {
     let bus = Bus::memory();
     let attempts: Arc<Mutex<Vec<u32>>> = Arc::default();
     let a = attempts.clone();
-    bus.subscribe_with(fast_retries(), move |_: OrderCreated, ctx: Context| {
-        let a = a.clone();
-        async move {
-            a.lock().unwrap().push(ctx.attempt());
-            if ctx.attempt() < 3 {
-                return Err(HandlerError::new("not yet"));
+    bus.subscribe_with(
+        move |_: OrderCreated, ctx: Context| {
+            let a = a.clone();
+            async move {
+                a.lock().unwrap().push(ctx.attempt());
+                if ctx.attempt() < 3 {
+                    return Err(HandlerError::new("not yet"));
+                }
+                Ok(())
             }
-            Ok(())
-        }
-    })
+        },
+        fast_retries(),
+    )
     .await
     .unwrap();
     bus.publish(&OrderCreated { n: 1 }).await.unwrap();
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert_eq!(*attempts.lock().unwrap(), vec![1, 2, 3]);
     let stats = bus.stats();
     assert_eq!((stats.failed, stats.retried, stats.handled), (2, 2, 1));
@@ -264,7 +270,6 @@ async fn poison_message_goes_to_dlq_after_max_deliveries_with_the_reason() {
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
     bus.subscribe_with(
-        fast_retries().max_deliveries(4).group("billing"),
         move |ev: OrderCreated| {
             let c = c.clone();
             async move {
@@ -272,12 +277,13 @@ async fn poison_message_goes_to_dlq_after_max_deliveries_with_the_reason() {
                 Err::<(), _>(format!("cannot charge order {}", ev.n))
             }
         },
+        fast_retries().max_deliveries(4).group("billing"),
     )
     .await
     .unwrap();
     bus.publish(&OrderCreated { n: 9 }).await.unwrap();
     bus.publish(&OrderCreated { n: 10 }).await.unwrap();
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert_eq!(calls.load(Ordering::SeqCst), 8);
     let dead = dead_letters::<OrderCreated>(&bus).await.unwrap();
     assert_eq!(dead.len(), 2);
@@ -299,17 +305,20 @@ async fn permanent_errors_skip_the_retries() {
     let bus = Bus::memory();
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
-    bus.subscribe_with(fast_retries(), move |_: OrderCreated| {
-        let c = c.clone();
-        async move {
-            c.fetch_add(1, Ordering::SeqCst);
-            Err::<(), _>(HandlerError::permanent("invalid order"))
-        }
-    })
+    bus.subscribe_with(
+        move |_: OrderCreated| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(HandlerError::permanent("invalid order"))
+            }
+        },
+        fast_retries(),
+    )
     .await
     .unwrap();
     bus.publish(&OrderCreated { n: 1 }).await.unwrap();
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(
         dead_letters::<OrderCreated>(&bus).await.unwrap()[0].reason,
@@ -322,20 +331,23 @@ async fn a_panicking_handler_is_a_failed_delivery_not_a_dead_process() {
     let bus = Bus::memory();
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
-    bus.subscribe_with(fast_retries().max_deliveries(2), move |ev: OrderCreated| {
-        let c = c.clone();
-        async move {
-            c.fetch_add(1, Ordering::SeqCst);
-            if ev.n == 0 {
-                panic!("boom on {}", ev.n);
+    bus.subscribe_with(
+        move |ev: OrderCreated| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                if ev.n == 0 {
+                    panic!("boom on {}", ev.n);
+                }
             }
-        }
-    })
+        },
+        fast_retries().max_deliveries(2),
+    )
     .await
     .unwrap();
     bus.publish(&OrderCreated { n: 0 }).await.unwrap();
     bus.publish(&OrderCreated { n: 1 }).await.unwrap();
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert_eq!(
         calls.load(Ordering::SeqCst),
         3,
@@ -371,7 +383,7 @@ async fn undecodable_payload_is_dead_lettered_at_once_without_blocking_the_next(
         .await
         .unwrap();
     bus.publish(&OrderCreated { n: 2 }).await.unwrap();
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert_eq!(sorted(&seen), vec![2]);
     let dead = dead_letters::<OrderCreated>(&bus).await.unwrap();
     assert_eq!(dead.len(), 1);
@@ -413,7 +425,7 @@ async fn a_slow_ephemeral_subscriber_drops_the_oldest_and_counts_them() {
         bus.publish(&Tick { n }).await.unwrap();
     }
     gate.notify_one();
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     // Message 0 was in the handler; of 1..=10 only the newest 4 fit in the buffer.
     assert_eq!(*seen.lock().unwrap(), vec![0, 7, 8, 9, 10]);
     assert_eq!(bus.stats().dropped, 6);
@@ -426,7 +438,6 @@ async fn concurrency_caps_the_calls_in_flight() {
     let peak = Arc::new(AtomicUsize::new(0));
     let (n, p) = (now.clone(), peak.clone());
     bus.subscribe_with(
-        HandlerOptions::new().concurrency(3),
         move |_: OrderCreated| {
             let (n, p) = (n.clone(), p.clone());
             async move {
@@ -438,13 +449,14 @@ async fn concurrency_caps_the_calls_in_flight() {
                 n.fetch_sub(1, Ordering::SeqCst);
             }
         },
+        HandlerOptions::new().concurrency(3),
     )
     .await
     .unwrap();
     for i in 0..30 {
         bus.publish(&OrderCreated { n: i }).await.unwrap();
     }
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert_eq!(peak.load(Ordering::SeqCst), 3);
     assert_eq!(bus.stats().handled, 30);
 }
@@ -460,7 +472,7 @@ async fn broadcast_handlers_see_every_event_on_every_instance() {
     for n in 0..5 {
         a.publish(&OrderCreated { n }).await.unwrap();
     }
-    a.settle().await;
+    eventbus_core::testing::settle(&a).await;
     assert_eq!(sorted(&seen_a), vec![0, 1, 2, 3, 4]);
     assert_eq!(sorted(&seen_b), vec![0, 1, 2, 3, 4]);
 }
@@ -471,13 +483,19 @@ async fn broadcast_on_an_ephemeral_event_is_refused_before_it_starts() {
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
     let err = bus
-        .subscribe_with(HandlerOptions::new().broadcast(), move |_: Tick| {
-            c.fetch_add(1, Ordering::SeqCst);
-            async {}
-        })
+        .subscribe_with(
+            move |_: Tick| {
+                c.fetch_add(1, Ordering::SeqCst);
+                async {}
+            },
+            HandlerOptions::new().broadcast(),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, eventbus_core::Error::Config(_)), "{err:?}");
+    assert!(
+        matches!(err, eventbus_core::Error::InvalidOptions { .. }),
+        "{err:?}"
+    );
     let text = err.to_string();
     assert!(
         text.contains("`broadcast` needs a durable event") && text.contains("test.live.Tick"),
@@ -487,7 +505,7 @@ async fn broadcast_on_an_ephemeral_event_is_refused_before_it_starts() {
         bus.publish(&Tick { n: 1 }).await.unwrap().receivers,
         Some(0)
     );
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
@@ -497,10 +515,13 @@ async fn an_entry_is_acked_only_after_its_handler_succeeded() {
     let bus = Bus::builder().transport(shared.clone()).build().unwrap();
     let gate = Arc::new(Notify::new());
     let g = gate.clone();
-    bus.subscribe_with(HandlerOptions::new().group("g"), move |_: OrderCreated| {
-        let g = g.clone();
-        async move { g.notified().await }
-    })
+    bus.subscribe_with(
+        move |_: OrderCreated| {
+            let g = g.clone();
+            async move { g.notified().await }
+        },
+        HandlerOptions::new().group("g"),
+    )
     .await
     .unwrap();
     bus.publish(&OrderCreated { n: 1 }).await.unwrap();
@@ -511,7 +532,7 @@ async fn an_entry_is_acked_only_after_its_handler_succeeded() {
     .await;
     assert_eq!(bus.stats().handled, 0);
     gate.notify_one();
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert!(shared.pending(&stream, "g").is_empty());
 }
 
@@ -547,15 +568,15 @@ async fn entries_of_a_dead_consumer_are_claimed_by_a_live_one() {
     let attempts: Arc<Mutex<Vec<(u32, u32)>>> = Arc::default();
     let a = attempts.clone();
     bus.subscribe_with(
-        HandlerOptions::new().group("g"),
         move |ev: OrderCreated, ctx: Context| {
             let a = a.clone();
             async move { a.lock().unwrap().push((ev.n, ctx.attempt())) }
         },
+        HandlerOptions::new().group("g"),
     )
     .await
     .unwrap();
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     let mut attempts = attempts.lock().unwrap().clone();
     attempts.sort_unstable();
     assert_eq!(
@@ -573,7 +594,7 @@ async fn events_published_before_a_group_existed_are_handled() {
         bus.publish(&OrderCreated { n }).await.unwrap();
     }
     let seen = record::<OrderCreated>(&bus, HandlerOptions::new(), |e| e.n).await;
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert_eq!(sorted(&seen), vec![0, 1, 2]);
 }
 
@@ -591,13 +612,13 @@ async fn settle_waits_for_chains_of_follow_up_events_and_correlation_is_carried(
     .unwrap();
     let paid = record::<PaymentRequested>(&bus, HandlerOptions::new(), |e| e.n).await;
     let receipt = bus.publish(&OrderCreated { n: 5 }).await.unwrap();
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert_eq!(sorted(&paid), vec![5]);
     assert_eq!(
-        bus.published::<PaymentRequested>(),
+        eventbus_core::testing::published::<PaymentRequested>(&bus).await,
         vec![PaymentRequested { n: 5 }]
     );
-    let env = &bus.published_envelopes::<PaymentRequested>()[0];
+    let env = &eventbus_core::testing::published_envelopes::<PaymentRequested>(&bus).await[0];
     assert_eq!(
         env.correlation_id.as_deref(),
         Some(receipt.event_id.as_str())
@@ -613,7 +634,7 @@ async fn publish_all_publishes_a_batch_in_order() {
     let batch: Vec<OrderCreated> = (0..50).map(|n| OrderCreated { n }).collect();
     let receipts = bus.publish_all(&batch).await.unwrap();
     assert_eq!(receipts.len(), 50);
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert_eq!(
         *seen.lock().unwrap(),
         (0..50).collect::<Vec<_>>(),
@@ -639,7 +660,7 @@ async fn namespaces_isolate_buses_on_one_transport() {
     assert_eq!(r.channel, "staging.test.live.Tick");
     assert_eq!(r.receivers, Some(0));
     prod.publish(&Tick { n: 2 }).await.unwrap();
-    prod.settle().await;
+    eventbus_core::testing::settle(&prod).await;
     assert_eq!(sorted(&seen), vec![2]);
     assert!(Bus::builder().namespace("bad namespace").build().is_err());
 }
@@ -725,7 +746,7 @@ async fn handlers_finishing_during_shutdown_can_still_publish() {
     gate.notify_one();
     tokio::time::timeout(WAIT, shutdown).await.unwrap().unwrap();
     assert_eq!(
-        bus.published::<PaymentRequested>(),
+        eventbus_core::testing::published::<PaymentRequested>(&bus).await,
         vec![PaymentRequested { n: 3 }]
     );
     assert_eq!(bus.stats().handled, 1);
@@ -735,17 +756,20 @@ async fn handlers_finishing_during_shutdown_can_still_publish() {
 #[tokio::test]
 async fn a_panic_before_the_first_await_of_a_handler_is_a_failed_delivery() {
     let bus = Bus::memory();
-    bus.subscribe_with(fast_retries().max_deliveries(2), |ev: OrderCreated| {
-        if ev.n == 0 {
-            panic!("panicked while building the future");
-        }
-        async move {}
-    })
+    bus.subscribe_with(
+        |ev: OrderCreated| {
+            if ev.n == 0 {
+                panic!("panicked while building the future");
+            }
+            async move {}
+        },
+        fast_retries().max_deliveries(2),
+    )
     .await
     .unwrap();
     bus.publish(&OrderCreated { n: 0 }).await.unwrap();
     bus.publish(&OrderCreated { n: 1 }).await.unwrap();
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     let dead = dead_letters::<OrderCreated>(&bus).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert!(
@@ -791,17 +815,17 @@ async fn an_entry_delivered_more_than_max_deliveries_is_dead_lettered_without_ca
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
     bus.subscribe_with(
-        HandlerOptions::new().group("g").max_deliveries(2),
         move |_: OrderCreated| {
             let c = c.clone();
             async move {
                 c.fetch_add(1, Ordering::SeqCst);
             }
         },
+        HandlerOptions::new().group("g").max_deliveries(2),
     )
     .await
     .unwrap();
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     let dead = dead_letters::<OrderCreated>(&bus).await.unwrap();
     assert_eq!(dead.len(), 1);
@@ -849,7 +873,7 @@ async fn hostile_payloads_are_dead_lettered_with_a_reason_and_consuming_goes_on(
             .unwrap();
     }
     bus.publish(&OrderCreated { n: 42 }).await.unwrap();
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
     assert_eq!(
         sorted(&seen),
         vec![42],

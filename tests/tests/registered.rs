@@ -93,13 +93,13 @@ async fn registered_handlers_run_with_state_and_stop_gracefully() {
     .unwrap();
     bus.publish(&Heartbeat).await.unwrap();
     assert_eq!(bus.request(&Quote("abc".into())).await.unwrap(), 300);
-    bus.settle().await;
+    eventbus_core::testing::settle(&bus).await;
 
     let ledger = bus.state::<Ledger>().unwrap();
     assert_eq!(*ledger.charged.lock().unwrap(), vec!["o-1".to_string()]);
     assert_eq!(ledger.beats.load(Ordering::SeqCst), 1);
     assert_eq!(
-        bus.published::<PaymentRequested>(),
+        eventbus_core::testing::published::<PaymentRequested>(&bus).await,
         vec![PaymentRequested {
             order_id: "o-1".into()
         }]
@@ -162,7 +162,8 @@ async fn run_registered_handlers_returns_after_the_shutdown_token_is_cancelled()
 #[tokio::test]
 async fn a_registered_handler_can_be_called_directly() {
     let bus = Bus::builder().state(Ledger::default()).build().unwrap();
-    bus.call_handler(
+    eventbus_core::testing::call_handler(
+        &bus,
         "charge",
         &OrderCreated {
             order_id: "o-7".into(),
@@ -172,30 +173,30 @@ async fn a_registered_handler_can_be_called_directly() {
     .await
     .unwrap();
     assert_eq!(
-        bus.published::<PaymentRequested>(),
+        eventbus_core::testing::published::<PaymentRequested>(&bus).await,
         vec![PaymentRequested {
             order_id: "o-7".into()
         }]
     );
-    let err = bus
-        .call_handler(
-            "charge",
-            &OrderCreated {
-                order_id: "o-8".into(),
-                amount_cents: -1,
-            },
-        )
-        .await
-        .unwrap_err();
+    let err = eventbus_core::testing::call_handler(
+        &bus,
+        "charge",
+        &OrderCreated {
+            order_id: "o-8".into(),
+            amount_cents: -1,
+        },
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("negative amount -1"), "{err}");
     assert_eq!(
-        bus.call_handler("quote", &Quote("ab".into()))
+        eventbus_core::testing::call_handler(&bus, "quote", &Quote("ab".into()))
             .await
             .unwrap(),
         200
     );
     assert!(
-        bus.call_handler("missing", &Quote("ab".into()))
+        eventbus_core::testing::call_handler(&bus, "missing", &Quote("ab".into()))
             .await
             .is_err()
     );
@@ -209,11 +210,20 @@ async fn a_handler_function_can_be_called_with_a_test_context_and_state() {
         order_id: "o-3".into(),
         amount_cents: 3,
     };
-    charge(ev.clone(), Context::for_test(&bus, &ev), ledger.clone())
-        .await
-        .unwrap();
+    charge(
+        ev.clone(),
+        eventbus_core::testing::context(&bus, &ev),
+        ledger.clone(),
+    )
+    .await
+    .unwrap();
     assert_eq!(*ledger.charged.lock().unwrap(), ["o-3"]);
-    assert_eq!(bus.published::<PaymentRequested>().len(), 1);
+    assert_eq!(
+        eventbus_core::testing::published::<PaymentRequested>(&bus)
+            .await
+            .len(),
+        1
+    );
 }
 
 #[test]

@@ -58,13 +58,13 @@ async fn request_returns_the_typed_reply() {
 async fn concurrent_requests_get_their_own_replies() {
     let bus = Bus::memory();
     bus.subscribe_with(
-        HandlerOptions::new().concurrency(8),
         |q: FindUser| async move {
             Ok::<_, HandlerError>(UserFound {
                 id: q.id,
                 name: String::new(),
             })
         },
+        HandlerOptions::new().concurrency(8),
     )
     .await
     .unwrap();
@@ -99,7 +99,7 @@ async fn a_request_without_reply_times_out() {
     .await
     .unwrap();
     let err = bus
-        .request_timeout(&FindUser { id: 1 }, Duration::from_millis(50))
+        .request_with_timeout(&FindUser { id: 1 }, Duration::from_millis(50))
         .await
         .unwrap_err();
     assert!(

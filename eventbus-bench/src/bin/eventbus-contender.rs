@@ -160,14 +160,14 @@ async fn streams(args: &Args) -> Result<Report, BoxError> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(S3_BATCH);
     bus.subscribe_with(
-        HandlerOptions::new()
-            .group("bench")
-            .concurrency(concurrency),
         move |ev: OrderPlaced| {
             std::hint::black_box(&ev);
             p.add(1);
             std::future::ready(())
         },
+        HandlerOptions::new()
+            .group("bench")
+            .concurrency(concurrency),
     )
     .await?;
 
@@ -301,9 +301,6 @@ async fn backlog(args: &Args) -> Result<Report, BoxError> {
     let h = handled.clone();
     let start = now_ns();
     bus.subscribe_with(
-        HandlerOptions::new()
-            .group(S5_GROUP)
-            .concurrency(S5_CONCURRENCY),
         move |ev: OrderPlaced| {
             let h = h.clone();
             async move {
@@ -312,6 +309,9 @@ async fn backlog(args: &Args) -> Result<Report, BoxError> {
                 h.add(1);
             }
         },
+        HandlerOptions::new()
+            .group(S5_GROUP)
+            .concurrency(S5_CONCURRENCY),
     )
     .await?;
     tokio::time::sleep(Duration::from_secs_f64(args.seconds.clamp(0.5, 600.0))).await;
@@ -367,7 +367,7 @@ async fn memory(args: &Args) -> Result<Report, BoxError> {
 /// Publishes `n` events one by one on a fresh memory bus and waits until all were handled.
 async fn memory_round_trip(n: u64) -> Result<(u64, f64, Result<(), String>), BoxError> {
     let bus = Bus::builder()
-        .configure(|c| c.record_published = Some(false))
+        .configure(|c| c.record = Some(false))
         .build()?;
     let progress = Arc::new(Progress::new(n));
     let p = progress.clone();
@@ -381,7 +381,9 @@ async fn memory_round_trip(n: u64) -> Result<(u64, f64, Result<(), String>), Box
     for i in 0..n {
         bus.publish(&OrderPlaced(order(i, now_ns()))).await?;
     }
-    let settled = bus.try_settle(HARD).await.map_err(|e| e.to_string());
+    let settled = eventbus::testing::try_settle(&bus, HARD)
+        .await
+        .map_err(|e| e.to_string());
     let seconds = secs(start, now_ns());
     shutdown(&bus).await;
     Ok((progress.count().min(n), seconds, settled))

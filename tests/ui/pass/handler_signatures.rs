@@ -166,10 +166,11 @@ async fn main() {
         .state(Config { name: "signatures" })
         .build()
         .unwrap();
-    let pong = bus.call_handler("answer", &Ping { n: 41 }).await.unwrap();
+    let pong = eventbus_core::testing::call_handler(&bus, "answer", &Ping { n: 41 })
+        .await
+        .unwrap();
     assert_eq!(pong, Pong { n: 42 });
-    let pong = bus
-        .call_handler("answer_with_state", &Ping { n: 1 })
+    let pong = eventbus_core::testing::call_handler(&bus, "answer_with_state", &Ping { n: 1 })
         .await
         .unwrap();
     assert_eq!(pong, Pong { n: 11 });
@@ -183,7 +184,7 @@ async fn main() {
         "string_error",
         "alias_result",
     ] {
-        bus.call_handler(name, &ev).await.unwrap();
+        eventbus_core::testing::call_handler(&bus, name, &ev).await.unwrap();
     }
     assert_eq!(CALLS.load(Ordering::SeqCst), 5);
     for name in [
@@ -191,7 +192,9 @@ async fn main() {
         "with_context_and_state",
         "two_states_then_context",
     ] {
-        bus.call_handler(name, &ev).await.unwrap();
+        eventbus_core::testing::call_handler(&bus, name, &ev)
+            .await
+            .unwrap();
     }
     assert_eq!(bus.state::<Db>().unwrap().calls.load(Ordering::SeqCst), 3);
 }

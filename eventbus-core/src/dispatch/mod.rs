@@ -15,6 +15,12 @@
 //!
 //! Handler calls run concurrently inside the dispatcher task (no task spawned per message).
 
+mod start;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use start::{Running, start, start_pattern};
+
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,9 +31,9 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::Bus;
 use crate::context::Context;
 use crate::dedup;
+use crate::engine::{Call, CallOutcome, Engine};
 use crate::envelope::{self, Metadata};
 use crate::event::EventDescriptor;
 use crate::handler::{ErasedHandler, HandlerFailure, HandlerOptions};
@@ -36,7 +42,7 @@ use crate::transport::{DeadLetter, Delivery, StreamConsumer, Subscription};
 
 /// One running handler.
 pub(crate) struct Runner {
-    pub(crate) bus: Bus,
+    pub(crate) engine: Arc<Engine>,
     pub(crate) name: Arc<str>,
     event: Option<EventDescriptor>,
     options: HandlerOptions,
@@ -56,7 +62,7 @@ enum Outcome {
 
 impl Runner {
     pub(crate) fn new(
-        bus: Bus,
+        engine: Arc<Engine>,
         name: Arc<str>,
         event: Option<EventDescriptor>,
         options: HandlerOptions,
@@ -64,9 +70,9 @@ impl Runner {
         group: String,
         dlq: String,
     ) -> Self {
-        let cancel = bus.inner.shutdown.child_token();
+        let cancel = engine.shutdown_token().child_token();
         Runner {
-            bus,
+            engine,
             name,
             event,
             options,
@@ -78,12 +84,12 @@ impl Runner {
     }
 
     fn stats(&self) -> &Stats {
-        &self.bus.inner.stats
+        self.engine.stats()
     }
 
     /// Decodes one delivery and runs the handler on it with retries.
     async fn process(&self, delivery: Delivery) -> Outcome {
-        let _in_flight = self.bus.inner.in_flight.token();
+        let _in_flight = self.engine.in_flight().token();
         let Delivery {
             channel,
             body,
@@ -92,7 +98,7 @@ impl Runner {
             token: _token,
         } = delivery;
         Stats::incr(&self.stats().delivered);
-        let limit = self.bus.inner.config.max_payload_bytes;
+        let limit = self.engine.config().max_payload_bytes;
         let decoded = if body.len() > limit {
             Err(format!(
                 "payload of {} bytes exceeds the limit of {limit} bytes",
@@ -122,7 +128,7 @@ impl Runner {
         let meta = self.fill_bare(decoded.meta, entry_id.as_deref());
         let dedup = self.dedup_key(&meta.id, entry_id.as_deref());
         if let Some((key, _)) = &dedup
-            && dedup::seen(&self.bus, key, &self.name).await
+            && dedup::seen(&self.engine, key, &self.name).await
         {
             Stats::incr(&self.stats().duplicates_skipped);
             tracing::debug!(handler = %self.name, %channel, id = %meta.id, "handled by this group already: skipped");
@@ -144,7 +150,7 @@ impl Runner {
             return self.dead_letter(letter, entry_id).await;
         }
         let mut ctx = Context::new(
-            self.bus.clone(),
+            self.engine.clone(),
             meta,
             channel,
             attempt,
@@ -158,11 +164,12 @@ impl Runner {
             let (reason, permanent) = match AssertUnwindSafe(call).catch_unwind().await {
                 Ok(Ok(reply)) => {
                     Stats::incr(&self.stats().handled);
+                    self.record(&ctx, &decoded.data, CallOutcome::Handled);
                     if let Some((key, ttl)) = &dedup {
-                        dedup::mark(&self.bus, key, *ttl, &self.name).await;
+                        dedup::mark(&self.engine, key, *ttl, &self.name).await;
                     }
                     if let (Some(to), Some(reply)) = (&reply_to, reply) {
-                        self.bus.send_reply(to, ctx.metadata(), Ok(reply)).await;
+                        crate::reply::answer(&self.engine, to, ctx.metadata(), Ok(reply)).await;
                     }
                     return Outcome::Ack(entry_id);
                 }
@@ -170,18 +177,22 @@ impl Runner {
                     Stats::incr(&self.stats().undecodable);
                     (e.to_string(), true)
                 }
-                Ok(Err(HandlerFailure::Failed(e))) => (e.to_string(), e.is_permanent()),
-                Err(panic) => (
-                    format!("handler panicked: {}", panic_message(&*panic)),
-                    false,
-                ),
+                Ok(Err(HandlerFailure::Failed(e))) => {
+                    let reason = e.to_string();
+                    self.record(&ctx, &decoded.data, CallOutcome::Failed(reason.clone()));
+                    (reason, e.is_permanent())
+                }
+                Err(panic) => {
+                    let reason = format!("handler panicked: {}", panic_message(&*panic));
+                    self.record(&ctx, &decoded.data, CallOutcome::Failed(reason.clone()));
+                    (reason, false)
+                }
             };
             Stats::incr(&self.stats().failed);
             if permanent || attempt >= self.options.max_deliveries {
                 tracing::warn!(handler = %self.name, channel = %ctx.channel(), id = %ctx.id(), attempt, %reason, "giving up: dead-lettering");
                 if let Some(to) = &reply_to {
-                    self.bus
-                        .send_reply(to, ctx.metadata(), Err(reason.clone()))
+                    crate::reply::answer(&self.engine, to, ctx.metadata(), Err(reason.clone()))
                         .await;
                 }
                 let letter = self.letter(
@@ -208,12 +219,25 @@ impl Runner {
         }
     }
 
+    /// Keeps the call for `testing::consumed` when the bus records.
+    fn record(&self, ctx: &Context, data: &Bytes, outcome: CallOutcome) {
+        let Some(event) = &self.event else { return };
+        self.engine.record_call(|| Call {
+            rust_type: event.rust_type,
+            handler: self.name.clone(),
+            meta: ctx.metadata().clone(),
+            data: data.clone(),
+            attempt: ctx.attempt(),
+            outcome,
+        });
+    }
+
     /// The dedup mark of a stream entry for a `dedup` handler, with its ttl.
     fn dedup_key(&self, id: &str, entry_id: Option<&str>) -> Option<(String, Duration)> {
         let ttl = self.options.dedup?;
         let event = self.event.as_ref()?;
         entry_id?;
-        let key = dedup::key(&self.bus.inner.prefix, event.channel, &self.group, id);
+        let key = dedup::key(self.engine.prefix(), event.channel, &self.group, id);
         Some((key, ttl))
     }
 
@@ -254,7 +278,7 @@ impl Runner {
 
     async fn dead_letter(&self, letter: DeadLetter, entry_id: Option<String>) -> Outcome {
         let dlq = letter.dlq.clone();
-        match self.bus.inner.transport.dead_letter(letter).await {
+        match self.engine.transport().dead_letter(letter).await {
             Ok(()) => {
                 Stats::incr(&self.stats().dead_lettered);
                 Outcome::Ack(entry_id)
@@ -386,19 +410,5 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
-    }
-}
-
-impl Bus {
-    /// Publishes the reply (or the error) of a request to its reply channel.
-    pub(crate) async fn send_reply(
-        &self,
-        to: &str,
-        request: &Metadata,
-        result: Result<Bytes, String>,
-    ) {
-        if let Err(e) = crate::reply::send(self, to, request, result).await {
-            tracing::warn!(reply_to = %to, request = %request.id, error = %e, "cannot send the reply");
-        }
     }
 }

@@ -1,0 +1,92 @@
+//! The settings of a bus and their defaults.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::transport::StartFrom;
+
+/// Settings of a bus. Build them with [`Bus::builder`](crate::Bus::builder).
+#[derive(Clone, Debug)]
+pub struct BusConfig {
+    /// Prefix of every channel and stream key (`staging` -> `staging.shop.orders.OrderCreated`),
+    /// to isolate environments and test runs on one Redis.
+    pub namespace: Option<String>,
+    /// The CloudEvents `source` of published events (default: the binary's name).
+    pub source: String,
+    /// Name of this instance, used for consumer names and the reply channel
+    /// (default: `host-pid-n`). Give it a stable value (a pod name) to have a restarted
+    /// instance re-read its own pending entries at once instead of waiting for `claim_idle`.
+    pub instance: String,
+    /// Pub/sub messages buffered per subscriber before the oldest are dropped (default 65,536,
+    /// about what Redis itself buffers for a subscriber before it disconnects it).
+    pub subscriber_capacity: usize,
+    /// Pub/sub payload bytes buffered per subscriber before the oldest messages are dropped
+    /// (default 64 MiB): a stalled subscriber of large messages stays bounded in memory.
+    pub subscriber_capacity_bytes: usize,
+    /// Stream length kept for durable types without `max_len` (default 100,000; `None`: unbounded).
+    pub default_max_len: Option<u64>,
+    /// Timeout of [`Bus::request`](crate::Bus::request) (default 5 s).
+    pub request_timeout: Duration,
+    /// Entries pending this long with a dead consumer are claimed by a live one (default 30 s).
+    pub claim_idle: Duration,
+    /// Where a new consumer group starts (default: the beginning of the stream).
+    pub start_from: StartFrom,
+    /// Largest accepted payload in bytes, on publish and on receive (default 1 MiB).
+    pub max_payload_bytes: usize,
+    /// How long [`settle`](crate::testing::settle) waits before it panics (default 30 s).
+    pub settle_timeout: Duration,
+    /// Keep every published event and handler call for [`testing::published`](crate::testing::published) and [`testing::consumed`](crate::testing::consumed) (default: on for the memory
+    /// transport, off otherwise).
+    pub record: Option<bool>,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            namespace: None,
+            source: default_source(),
+            instance: default_instance(),
+            subscriber_capacity: 65_536,
+            subscriber_capacity_bytes: 64 << 20,
+            default_max_len: Some(100_000),
+            request_timeout: Duration::from_secs(5),
+            claim_idle: Duration::from_secs(30),
+            start_from: StartFrom::Beginning,
+            max_payload_bytes: 1024 * 1024,
+            settle_timeout: Duration::from_secs(30),
+            record: None,
+        }
+    }
+}
+
+fn default_source() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "eventbus".to_owned())
+}
+
+fn default_instance() -> String {
+    static N: AtomicUsize = AtomicUsize::new(1);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
