@@ -23,7 +23,7 @@ pub struct BusConfig {
     /// Pub/sub payload bytes buffered per subscriber before the oldest messages are dropped
     /// (default 64 MiB): a stalled subscriber of large messages stays bounded in memory.
     pub subscriber_capacity_bytes: usize,
-    /// Stream length kept for durable types without `maxlen` (default 100,000; `None`: unbounded).
+    /// Stream length kept for durable types without `max_len` (default 100,000; `None`: unbounded).
     pub default_max_len: Option<u64>,
     /// Timeout of [`Bus::request`](crate::Bus::request) (default 5 s).
     pub request_timeout: Duration,

@@ -8,8 +8,9 @@ use crate::error::Result;
 use crate::event::{Event, Request};
 use crate::transport::Receipt;
 
-/// The handler's view of the current message: its metadata, the delivery attempt, the bus to
-/// publish follow-up events on (correlation carried over), and the application state.
+/// The handler's view of the current message: its metadata, the delivery attempt, and the bus
+/// to publish follow-up events on (correlation carried over). A handler takes it as an argument
+/// after the event; application state comes as a separate [`State<T>`](crate::State) argument.
 ///
 /// ```
 /// use eventbus_core::prelude::*;
@@ -21,8 +22,7 @@ use crate::transport::Receipt;
 ///
 /// struct Db { name: &'static str }
 ///
-/// async fn charge(ev: OrderCreated, ctx: Context) -> Result<(), HandlerError> {
-///     let db = ctx.state::<Db>()?;            // shared application state
+/// async fn charge(ev: OrderCreated, ctx: Context, db: State<Db>) -> Result<(), HandlerError> {
 ///     assert_eq!(db.name, "orders");
 ///     // The follow-up carries this event's correlation id, and this event's id as causation.
 ///     ctx.publish(&PaymentRequested { order_id: ev.order_id }).await?;
@@ -130,10 +130,9 @@ impl Context {
             .unwrap_or(&self.inner.meta.id)
     }
 
-    /// Shared application state registered with [`BusBuilder::state`](crate::BusBuilder::state).
-    /// Fails with a message naming the type when none was registered.
-    pub fn state<T: Send + Sync + 'static>(&self) -> Result<&T> {
-        self.inner.engine.state::<T>()
+    /// The engine of the bus this handler runs on: where `State<T>` arguments are taken from.
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.inner.engine
     }
 
     /// Publishes a follow-up event: its correlation id is this message's correlation id and its

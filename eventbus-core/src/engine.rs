@@ -217,7 +217,13 @@ impl Engine {
             .ok_or_else(|| Error::MissingState {
                 handler: None,
                 type_name: std::any::type_name::<T>(),
+                given_instead: None,
             })
+    }
+
+    /// Every value of the application state, for `State<T>` arguments and their check.
+    pub(crate) fn state_map(&self) -> &StateMap {
+        &self.state
     }
 
     /// The attributes of a new message of CloudEvents type `event_type`.

@@ -105,16 +105,17 @@ pub enum Error {
         /// What is wrong and how to fix it.
         reason: String,
     },
-    /// A handler needs application state that was not given to the bus.
-    #[error(
-        "{}no state of type {type_name} was given to the bus; add it with Bus::builder().state(value)",
-        handler.as_ref().map(|h| format!("handler {h}: ")).unwrap_or_default()
-    )]
+    /// Application state that was not given to the bus. For a handler that takes
+    /// [`State<T>`](crate::State) it is raised when the handler starts, before it reads
+    /// anything, so no event is ever retried or dead-lettered for it.
+    #[error("{}", crate::state::missing(handler.as_deref(), type_name, *given_instead))]
     MissingState {
-        /// The handler that needs it, when known.
+        /// The handler that needs it (`billing::charge`, or a closure's type name), when known.
         handler: Option<String>,
-        /// The Rust type of the missing state.
+        /// The Rust type of the missing state (`my_service::Db`).
         type_name: &'static str,
+        /// A type the bus holds that looks like a mistake for this one (`Arc<my_service::Db>`).
+        given_instead: Option<&'static str>,
     },
     /// A pattern for [`Bus::subscribe_pattern`](crate::Bus::subscribe_pattern) is invalid.
     #[error("invalid pattern {pattern:?}: {reason}")]

@@ -120,6 +120,32 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     }
 }
 
+/// An event stored until every group handled it: `#[derive(Event)]` implements it for durable
+/// events (the default), not for `#[event(ephemeral)]` ones. The `#[handler]` options that only
+/// make sense for a stream, `broadcast` and `dedup`, require it, so that on an ephemeral event
+/// they fail to compile at the option:
+///
+/// ```compile_fail
+/// use eventbus_core::prelude::*;
+///
+/// #[derive(Event, Serialize, Deserialize)]
+/// #[event(ephemeral)]
+/// pub struct Tick;
+///
+/// #[handler(dedup)] // error: `Tick` is ephemeral, and `dedup` and `broadcast` need a durable event
+/// async fn on_tick(_ev: Tick) {}
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is ephemeral, and `dedup` and `broadcast` need a durable event",
+    label = "needs a durable event",
+    note = "an ephemeral event goes over pub/sub, which delivers each message once to every live subscriber and never redelivers: `broadcast` (every instance reads the stream) and `dedup` (skip redeliveries) are options of durable events; drop the option, or make `{Self}` durable"
+)]
+pub trait DurableEvent: Event {
+    /// Mentioned by the code of `#[handler]` to require the trait; does nothing.
+    #[doc(hidden)]
+    fn __durable() {}
+}
+
 /// Marker for events declared with `#[event(reply = T)]`: they can be sent with
 /// [`Bus::request`](crate::Bus::request) and their handlers return `Result<T, _>`.
 pub trait Request: Event {}

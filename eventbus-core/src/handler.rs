@@ -1,6 +1,12 @@
 //! Handlers: async functions that receive typed events.
 //!
-//! A handler is a plain async fn taking the event, optionally followed by a [`Context`]:
+//! A handler is a plain async fn. Its first argument is the event it handles, taken by value;
+//! after it come, in any order, the extractors it needs ([`FromContext`]):
+//!
+//! * [`Context`]: the message (id, channel, attempt, correlation id, headers) and
+//!   [`Context::publish`] for follow-up events;
+//! * [`State<T>`](crate::State): a value given to the bus with
+//!   [`BusBuilder::state`](crate::BusBuilder::state), such as a database pool.
 //!
 //! ```
 //! use eventbus_core::prelude::*;
@@ -8,189 +14,54 @@
 //! #[derive(Event, Serialize, Deserialize, Debug, Clone)]
 //! pub struct OrderCreated { pub order_id: String }
 //!
+//! struct Db;
+//! impl Db { async fn charge(&self, _order: &str) -> std::io::Result<()> { Ok(()) } }
+//!
 //! // Registered with every binary that links this code; started by `run_registered_handlers`.
 //! #[handler(group = "billing", concurrency = 8, max_deliveries = 5)]
-//! async fn charge(ev: OrderCreated, ctx: Context) -> Result<(), HandlerError> {
+//! async fn charge(ev: OrderCreated, ctx: Context, db: State<Db>) -> Result<(), HandlerError> {
 //!     tracing::info!(order = %ev.order_id, attempt = ctx.attempt(), "charging");
+//!     db.charge(&ev.order_id).await?;
 //!     Ok(())
 //! }
 //!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> eventbus_core::Result<()> {
 //! // Or without the attribute, explicitly on one bus:
-//! # async fn demo() -> eventbus_core::Result<()> {
-//! let bus = Bus::memory();
+//! let bus = Bus::builder().state(Db).build()?;
 //! bus.subscribe(|ev: OrderCreated| async move { println!("{}", ev.order_id) }).await?;
+//! bus.subscribe(|ev: OrderCreated, db: State<Db>| async move { db.charge(&ev.order_id).await }).await?;
+//! bus.subscribe(charge).await?;
 //! # Ok(()) }
 //! ```
 //!
+//! The shapes: `async fn(E)`, `async fn(E, Context)`, `async fn(E, State<S>)`,
+//! `async fn(E, Context, State<S>)`, `async fn(E, State<A>, State<B>)`, ... A `#[handler]` fn
+//! takes any number of extractors, a function or closure given to
+//! [`Bus::subscribe`](crate::Bus::subscribe) up to four.
+//!
+//! The state a handler needs is part of its signature, so the bus checks it when the handler
+//! starts: a bus without the `S` of a `State<S>` argument refuses to start it with
+//! [`Error::MissingState`](crate::Error::MissingState), before any event is read.
+//!
 //! It returns `()` or `Result<(), E>` for any `E: Into<HandlerError>`; a handler of a request
-//! event (`#[event(reply = T)]`) returns `Result<T, E>`. An error or a panic is a failed delivery:
-//! it is retried with exponential backoff up to `max_deliveries`, then dead-lettered.
+//! event (`#[event(reply = T)]`) returns `Result<T, E>` ([`HandlerReturn`]). An error or a panic
+//! is a failed delivery: it is retried with exponential backoff up to `max_deliveries`, then
+//! dead-lettered. How it is run is set by [`HandlerOptions`].
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::Poll;
 
 use bytes::Bytes;
 
 use crate::context::Context;
 use crate::error::{DecodeError, HandlerError};
 use crate::event::{Event, EventDescriptor};
-use crate::transport::ConsumeMode;
-
-/// How a handler is run. `#[handler(...)]` attributes map one to one onto these fields.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HandlerOptions {
-    /// Consumer group for durable events (default: the handler's own path, so two handlers never
-    /// steal each other's events while two instances of one handler share the work). Ignored
-    /// for ephemeral events, where every subscriber gets every message.
-    pub group: Option<&'static str>,
-    /// Maximum handler calls in flight at once (default 1: in order).
-    pub concurrency: usize,
-    /// Deliveries tried before the message is dead-lettered (default 5).
-    pub max_deliveries: u32,
-    /// Delay before the first retry; doubled for each further one (default 100 ms).
-    pub backoff_initial: Duration,
-    /// Upper bound of the retry delay (default 10 s).
-    pub backoff_max: Duration,
-    /// Group (competing consumers) or broadcast (every instance sees every event).
-    pub mode: ConsumeMode,
-    /// The idempotency guard of durable events: `Some(ttl)` skips deliveries of event ids this
-    /// handler's group already handled, remembered for `ttl`; `None` (the default) calls the
-    /// handler on every delivery. See [`HandlerOptions::dedup`].
-    pub dedup: Option<Duration>,
-}
-
-impl HandlerOptions {
-    /// The defaults, usable in `const` context.
-    pub const DEFAULT: HandlerOptions = HandlerOptions {
-        group: None,
-        concurrency: 1,
-        max_deliveries: 5,
-        backoff_initial: Duration::from_millis(100),
-        backoff_max: Duration::from_secs(10),
-        mode: ConsumeMode::Group,
-        dedup: None,
-    };
-
-    /// How long `#[handler(dedup)]` remembers a handled event id: 24 hours.
-    pub const DEFAULT_DEDUP_TTL: Duration = Duration::from_secs(86_400);
-
-    /// The defaults.
-    pub const fn new() -> Self {
-        Self::DEFAULT
-    }
-
-    /// Sets the consumer group.
-    pub const fn group(mut self, group: &'static str) -> Self {
-        self.group = Some(group);
-        self
-    }
-
-    /// Sets the concurrency limit (at least 1).
-    pub const fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = if n == 0 { 1 } else { n };
-        self
-    }
-
-    /// Sets the number of deliveries before dead-lettering (at least 1).
-    pub const fn max_deliveries(mut self, n: u32) -> Self {
-        self.max_deliveries = if n == 0 { 1 } else { n };
-        self
-    }
-
-    /// Sets the first retry delay.
-    pub const fn backoff(mut self, initial: Duration) -> Self {
-        self.backoff_initial = initial;
-        self
-    }
-
-    /// Sets the retry delay bound.
-    pub const fn backoff_max(mut self, max: Duration) -> Self {
-        self.backoff_max = max;
-        self
-    }
-
-    /// Every instance handles every event (durable: `XREAD` from its own position).
-    pub const fn broadcast(mut self) -> Self {
-        self.mode = ConsumeMode::Broadcast;
-        self
-    }
-
-    /// Turns on the idempotency guard: a delivery of an event id that this handler's group
-    /// handled successfully within the last `ttl` is acked without calling the handler (and
-    /// counted in [`StatsSnapshot::duplicates_skipped`](crate::StatsSnapshot::duplicates_skipped)).
-    /// `#[handler(dedup)]` is `.dedup(HandlerOptions::DEFAULT_DEDUP_TTL)` (24 h),
-    /// `#[handler(dedup, dedup_ttl_secs = 3600)]` is `.dedup(Duration::from_secs(3600))`. A
-    /// `ttl` below one millisecond is raised to one.
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use eventbus_core::HandlerOptions;
-    /// let options = HandlerOptions::new().group("billing").dedup(Duration::from_secs(3600));
-    /// assert_eq!(options.dedup, Some(Duration::from_secs(3600)));
-    /// ```
-    ///
-    /// Durable delivery is at least once: when a consumer dies after its handler succeeded but
-    /// before the ack reached Redis, the consumer that claims the entry handles it again. With
-    /// `dedup`, for every stream delivery the dispatcher
-    ///
-    /// 1. checks whether the group marked the event id (Redis: `EXISTS`); if it did, the handler
-    ///    is not called and the entry is acked;
-    /// 2. after the handler succeeded, marks the id (Redis: `SET <key> 1 PX <ttl>`), then acks;
-    /// 3. marks nothing after a failed call, so retries and redeliveries run the handler again.
-    ///
-    /// The mark is the key `<namespace.>eventbus.dedup:<channel>:<group>:<event id>`; the memory
-    /// transport keeps the same keys in a map shared by its clones, with the same expiry. The
-    /// event id is the CloudEvents `id`. A message without one (a bare payload from a foreign
-    /// producer) is recognised by its stream entry id instead: a redelivery of that entry is
-    /// skipped, the same payload added again as a new entry is not.
-    ///
-    /// What it does not cover:
-    ///
-    /// * a crash after the handler's effects and before the mark is written: the event is
-    ///   handled again (the guard narrows the window from "until the ack" to "until the mark",
-    ///   it does not close it). For effects that must happen once, make them idempotent
-    ///   themselves (a unique key in the same database transaction);
-    /// * two calls at the same time: the check is not a lock, so the same event id delivered
-    ///   to two consumers at once (published twice, or claimed from a consumer that still runs
-    ///   it) runs twice;
-    /// * marks older than `ttl`: choose it longer than an entry can stay pending (consumer
-    ///   outages, `claim_idle`) and than a dead letter waits for its replay;
-    /// * a transport that fails: when the check fails the handler is called (at least once
-    ///   still holds), when the mark fails the entry is acked anyway; both are logged.
-    ///
-    /// A replayed dead letter keeps its event id: groups that handled it already skip it.
-    ///
-    /// Cost: two more round trips per delivery, and one key per handled event for `ttl`
-    /// (at 1,000 events/s, a 24 h `ttl` keeps 86.4 million keys: size it to your rate).
-    ///
-    /// Only for durable events read by a consumer group: on an ephemeral event `#[handler]`
-    /// fails to compile and [`Bus::subscribe_with`](crate::Bus::subscribe_with) returns
-    /// [`Error::Config`](crate::Error::Config), as it does with [`broadcast`](Self::broadcast).
-    pub const fn dedup(mut self, ttl: Duration) -> Self {
-        self.dedup = Some(if ttl.as_millis() == 0 {
-            Duration::from_millis(1)
-        } else {
-            ttl
-        });
-        self
-    }
-
-    /// The delay before delivery number `attempt + 1` after `attempt` failed ones.
-    pub fn backoff_for(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(30));
-        self.backoff_initial
-            .saturating_mul(factor)
-            .min(self.backoff_max)
-    }
-}
-
-impl Default for HandlerOptions {
-    fn default() -> Self {
-        Self::DEFAULT
-    }
-}
+pub use crate::options::HandlerOptions;
+use crate::state::StateRequirement;
 
 /// Why a message was not handled.
 #[derive(Debug)]
@@ -218,6 +89,8 @@ pub struct HandlerRegistration {
     pub event: EventDescriptor,
     /// How it runs.
     pub options: HandlerOptions,
+    /// The state its `State<T>` arguments need, checked before any registered handler starts.
+    pub required_state: fn() -> Vec<StateRequirement>,
     /// Builds the erased handler.
     pub make: fn() -> ErasedHandler,
 }
@@ -232,54 +105,121 @@ pub fn registered_handlers() -> Vec<&'static HandlerRegistration> {
     all
 }
 
-/// What a handler of `E` may return: `()`, or `Result<E::Reply, impl Into<HandlerError>>`
-/// (`Result<(), _>` for events without a reply).
+/// What a handler of `E` may return: `Result<R, Er>` where `R` is the event's reply type
+/// (`E::Reply`: `()` unless the event declares `#[event(reply = T)]`) and `Er` converts into a
+/// [`HandlerError`]; or nothing (`()`) when the reply type is `()`.
+///
+/// `R` only exists so that a wrong reply type is reported as "not a valid return type for a
+/// handler of `E`" instead of a type mismatch; leave it at its default.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a valid return type for a handler of `{E}`",
-    label = "a handler of `{E}` returns `()` or `Result<R, E>` where `R` is the event's reply type (`()` unless declared with `#[event(reply = T)]`) and `E: Into<HandlerError>`"
+    label = "expected `Result<{R}, E>` where `E` converts into `HandlerError`",
+    note = "a handler returns `Result<R, E>`, where `R` is the event's reply type (`()` unless the event is declared with `#[event(reply = T)]`, and then it may also return nothing) and `E` is any `std::error::Error + Send + Sync`, `String`, `&str` or `HandlerError`"
 )]
-pub trait HandlerReturn<E: Event> {
-    /// Converts the return value; the reply is serialized only when `want_reply`.
-    fn into_reply(self, want_reply: bool) -> Result<Option<Bytes>, HandlerError>;
+pub trait HandlerReturn<E: Event, R = <E as Event>::Reply> {
+    /// The reply, or the error as a [`HandlerError`].
+    fn into_result(self) -> Result<R, HandlerError>;
 }
 
-impl<E: Event<Reply = ()>> HandlerReturn<E> for () {
-    fn into_reply(self, want_reply: bool) -> Result<Option<Bytes>, HandlerError> {
-        Ok(want_reply.then(|| Bytes::from_static(b"null")))
+// `do_not_recommend`: a wrong return type gets the message above, not a list of these impls or
+// the conversion chain of an error type that does not convert.
+#[diagnostic::do_not_recommend]
+impl<E: Event<Reply = ()>> HandlerReturn<E, ()> for () {
+    fn into_result(self) -> Result<(), HandlerError> {
+        Ok(())
     }
 }
 
-impl<E: Event, Er: Into<HandlerError>> HandlerReturn<E> for Result<E::Reply, Er> {
-    fn into_reply(self, want_reply: bool) -> Result<Option<Bytes>, HandlerError> {
-        let reply = self.map_err(Into::into)?;
-        if !want_reply {
-            return Ok(None);
-        }
-        serde_json::to_vec(&reply)
-            .map(|v| Some(Bytes::from(v)))
-            .map_err(|e| HandlerError::permanent(format!("cannot encode the reply as JSON: {e}")))
+#[diagnostic::do_not_recommend]
+impl<E: Event, R, Er: Into<HandlerError>> HandlerReturn<E, R> for Result<R, Er> {
+    fn into_result(self) -> Result<R, HandlerError> {
+        self.map_err(Into::into)
     }
 }
 
-/// A function usable as a handler of `E`: `async fn(E) -> R` or `async fn(E, Context) -> R`.
-/// `Args` only tells the two shapes apart.
+/// The reply as JSON when the message asked for one (a request), `None` otherwise.
+fn encode_reply<R: serde::Serialize>(
+    result: Result<R, HandlerError>,
+    want_reply: bool,
+) -> Result<Option<Bytes>, HandlerError> {
+    let reply = result?;
+    if !want_reply {
+        return Ok(None);
+    }
+    serde_json::to_vec(&reply)
+        .map(|v| Some(Bytes::from(v)))
+        .map_err(|e| HandlerError::permanent(format!("cannot encode the reply as JSON: {e}")))
+}
+
+/// A handler argument after the event: [`Context`] or [`State<T>`](crate::State). The bus
+/// takes each from the delivery and the application state, and reads from the signature which
+/// state the handler needs (checked when it starts).
+///
+/// Sealed: `Context` and `State<T>` are the extractors there are.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a handler argument",
+    label = "expected `Context`, or `State<{Self}>` for a value given with `Bus::builder().state(value)`",
+    note = "a handler takes its event first, then any of `ctx: Context` (the message, and `ctx.publish` for follow-ups) and `state: State<T>` (application state)"
+)]
+pub trait FromContext: Sized + Send + 'static + sealed::Sealed {
+    /// Takes the argument from the delivery.
+    fn from_context(ctx: &Context) -> Result<Self, HandlerError>;
+    /// The state the argument needs, if any.
+    fn required_state() -> Option<StateRequirement>;
+}
+
+pub(crate) mod sealed {
+    /// Keeps [`FromContext`](super::FromContext) to the extractors of this crate.
+    pub trait Sealed {}
+    impl Sealed for crate::Context {}
+    impl<T> Sealed for crate::State<T> {}
+}
+
+// `do_not_recommend`: the error above names both extractors; a list of these impls would not
+// add to it.
+#[diagnostic::do_not_recommend]
+impl FromContext for Context {
+    fn from_context(ctx: &Context) -> Result<Self, HandlerError> {
+        Ok(ctx.clone())
+    }
+
+    fn required_state() -> Option<StateRequirement> {
+        None
+    }
+}
+
+/// A function usable as a handler of `E`: `async fn(E, ...) -> R` whose arguments after the
+/// event are up to four [`FromContext`] extractors. `Args` only tells the shapes apart.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a handler of `{E}`",
-    label = "expected `async fn({E})` or `async fn({E}, Context)` returning `()` or `Result<_, _>`"
+    label = "expected an `async fn({E}, ...)` whose further arguments are `Context` or `State<T>`, returning `()` or `Result<_, _>`"
 )]
 pub trait Handler<E: Event, Args>: Clone + Send + Sync + 'static {
     /// The future the call returns.
     type Future: Future<Output = Result<Option<Bytes>, HandlerError>> + Send + 'static;
-    /// Calls the handler.
+    /// Calls the handler; its reply is encoded only when `want_reply`.
     fn call(&self, event: E, ctx: Context, want_reply: bool) -> Self::Future;
+    /// The state its `State<T>` arguments need.
+    fn required_state() -> Vec<StateRequirement>;
 }
 
-/// Future adapter that converts a handler's return value.
+/// The future of a [`Handler`] call: the function's future, or the error of an argument that
+/// could not be extracted.
 #[doc(hidden)]
 pub struct Ret<F, E> {
-    fut: Pin<Box<F>>,
+    call: Result<Pin<Box<F>>, Option<HandlerError>>,
     want_reply: bool,
-    _e: std::marker::PhantomData<fn() -> E>,
+    _e: PhantomData<fn() -> E>,
+}
+
+impl<F, E> Ret<F, E> {
+    fn failed(error: HandlerError) -> Self {
+        Ret {
+            call: Err(Some(error)),
+            want_reply: false,
+            _e: PhantomData,
+        }
+    }
 }
 
 impl<F, E> Future for Ret<F, E>
@@ -289,47 +229,67 @@ where
     F::Output: HandlerReturn<E>,
 {
     type Output = Result<Option<Bytes>, HandlerError>;
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         let want = self.want_reply;
-        self.fut.as_mut().poll(cx).map(|r| r.into_reply(want))
-    }
-}
-
-impl<E, F, Fut> Handler<E, (E,)> for F
-where
-    E: Event,
-    F: Fn(E) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future + Send + 'static,
-    Fut::Output: HandlerReturn<E>,
-{
-    type Future = Ret<Fut, E>;
-    fn call(&self, event: E, _ctx: Context, want_reply: bool) -> Self::Future {
-        Ret {
-            fut: Box::pin(self(event)),
-            want_reply,
-            _e: std::marker::PhantomData,
+        match &mut self.call {
+            Ok(fut) => fut
+                .as_mut()
+                .poll(cx)
+                .map(|r| encode_reply(r.into_result(), want)),
+            Err(e) => Poll::Ready(Err(e.take().unwrap_or_else(|| {
+                HandlerError::permanent("a handler call was polled after it completed")
+            }))),
         }
     }
 }
 
-impl<E, F, Fut> Handler<E, (E, Context)> for F
-where
-    E: Event,
-    F: Fn(E, Context) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future + Send + 'static,
-    Fut::Output: HandlerReturn<E>,
-{
-    type Future = Ret<Fut, E>;
-    fn call(&self, event: E, ctx: Context, want_reply: bool) -> Self::Future {
-        Ret {
-            fut: Box::pin(self(event, ctx)),
-            want_reply,
-            _e: std::marker::PhantomData,
+macro_rules! handler_with_extractors {
+    ($($arg:ident),*) => {
+        impl<E, F, Fut, $($arg,)*> Handler<E, (E, $($arg,)*)> for F
+        where
+            E: Event,
+            F: Fn(E, $($arg,)*) -> Fut + Clone + Send + Sync + 'static,
+            Fut: Future + Send + 'static,
+            Fut::Output: HandlerReturn<E>,
+            $($arg: FromContext,)*
+        {
+            type Future = Ret<Fut, E>;
+
+            // Each extractor is bound to a variable named like its type parameter.
+            #[allow(non_snake_case, unused_variables)]
+            fn call(&self, event: E, ctx: Context, want_reply: bool) -> Self::Future {
+                $(
+                    let $arg = match $arg::from_context(&ctx) {
+                        Ok(value) => value,
+                        Err(e) => return Ret::failed(e),
+                    };
+                )*
+                Ret {
+                    call: Ok(Box::pin(self(event, $($arg,)*))),
+                    want_reply,
+                    _e: PhantomData,
+                }
+            }
+
+            #[allow(unused_mut)] // without extractors
+            fn required_state() -> Vec<StateRequirement> {
+                let mut all = Vec::new();
+                $(all.extend($arg::required_state());)*
+                all
+            }
         }
-    }
+    };
+}
+
+handler_with_extractors!();
+handler_with_extractors!(A1);
+handler_with_extractors!(A1, A2);
+handler_with_extractors!(A1, A2, A3);
+handler_with_extractors!(A1, A2, A3, A4);
+
+/// Parses the payload into `E`.
+fn decode<E: Event>(data: &Bytes, ctx: &Context) -> Result<E, DecodeError> {
+    serde_json::from_slice(data).map_err(|e| DecodeError::new(ctx.channel(), e, data))
 }
 
 /// Erases a typed handler: the returned closure parses the payload into `E` and calls it.
@@ -339,33 +299,41 @@ where
     H: Handler<E, Args>,
     Args: 'static,
 {
-    Arc::new(move |data: Bytes, ctx: Context| {
-        let parsed: Result<E, DecodeError> =
-            serde_json::from_slice(&data).map_err(|e| DecodeError::new(ctx.channel(), e, &data));
-        match parsed {
+    Arc::new(
+        move |data: Bytes, ctx: Context| match decode::<E>(&data, &ctx) {
             Ok(event) => {
                 let want_reply = ctx.metadata().reply_to.is_some();
                 let fut = handler.call(event, ctx, want_reply);
                 Box::pin(async move { fut.await.map_err(HandlerFailure::Failed) }) as HandlerFuture
             }
             Err(e) => Box::pin(std::future::ready(Err(HandlerFailure::Undecodable(e)))),
-        }
-    })
+        },
+    )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The boxed call of a `#[handler]` fn, as the macro builds it: extractors taken, return value
+/// converted. Boxing it is where the macro requires it to be `Send`, so that a handler holding
+/// something that is not across an `.await` gets the compiler's explanation at its name.
+#[doc(hidden)]
+pub type ReplyFuture<R> = Pin<Box<dyn Future<Output = Result<R, HandlerError>> + Send>>;
 
-    #[test]
-    fn backoff_doubles_up_to_the_bound() {
-        let o = HandlerOptions::new()
-            .backoff(Duration::from_millis(10))
-            .backoff_max(Duration::from_millis(50));
-        assert_eq!(o.backoff_for(1), Duration::from_millis(10));
-        assert_eq!(o.backoff_for(2), Duration::from_millis(20));
-        assert_eq!(o.backoff_for(3), Duration::from_millis(40));
-        assert_eq!(o.backoff_for(4), Duration::from_millis(50));
-        assert_eq!(o.backoff_for(40), Duration::from_millis(50));
-    }
+/// [`erase`] for the code of `#[handler]`, whose call is already a [`ReplyFuture`].
+#[doc(hidden)]
+pub fn erase_call<E, F>(call: F) -> ErasedHandler
+where
+    E: Event,
+    F: Fn(E, Context) -> ReplyFuture<E::Reply> + Send + Sync + 'static,
+{
+    Arc::new(
+        move |data: Bytes, ctx: Context| match decode::<E>(&data, &ctx) {
+            Ok(event) => {
+                let want_reply = ctx.metadata().reply_to.is_some();
+                let fut = call(event, ctx);
+                Box::pin(async move {
+                    encode_reply(fut.await, want_reply).map_err(HandlerFailure::Failed)
+                }) as HandlerFuture
+            }
+            Err(e) => Box::pin(std::future::ready(Err(HandlerFailure::Undecodable(e)))),
+        },
+    )
 }

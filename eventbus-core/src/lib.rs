@@ -42,11 +42,14 @@ mod engine;
 pub mod envelope;
 mod error;
 pub mod event;
+mod generated;
 pub mod handler;
 pub mod memory;
+mod options;
 mod pattern;
 pub mod queue;
 mod reply;
+pub mod state;
 pub mod stats;
 pub mod topology;
 pub mod transport;
@@ -58,10 +61,11 @@ pub use context::Context;
 pub use engine::{PublishOptions, RECORD_LIMIT};
 pub use envelope::Metadata;
 pub use error::{BoxError, DecodeError, Error, HandlerError, PermissionDenied, Result};
-pub use event::{Durability, Event, EventDescriptor, EventRegistration, Request};
+pub use event::{Durability, DurableEvent, Event, EventDescriptor, EventRegistration, Request};
 pub use handler::{HandlerOptions, HandlerRegistration};
 pub use memory::MemoryTransport;
 pub use pattern::{PatternMessage, PatternReturn};
+pub use state::{State, StateRequirement};
 pub use stats::StatsSnapshot;
 pub use transport::{ConsumeMode, Receipt, Transport};
 
@@ -73,37 +77,43 @@ pub use transport::{ConsumeMode, Receipt, Transport};
 /// |---|---|
 /// | `durable` (default) / `ephemeral` | Redis Stream with consumer groups, or pub/sub |
 /// | `name = "a.b.C"` | the full, stable event name and channel instead of the type path |
-/// | `namespace = "a.b"` | replaces the module path: channel `a.b.TypeName` |
+/// | `module = "a.b"` | replaces the module path: channel `a.b.TypeName` (the bus's [`namespace`](BusConfig::namespace) prefixes every key) |
 /// | `channel = "tenant.{tenant}.orders"` | the channel, a template over the struct's fields (ephemeral only) |
-/// | `maxlen = N` | approximate stream length kept (durable only) |
+/// | `max_len = N` | approximate stream length kept (durable only; [`EventDescriptor::max_len`], default [`BusConfig::default_max_len`]) |
 /// | `version = N` | payload schema version, sent as `dataversion` (default 1) |
 /// | `reply = T` | a request event: handlers return `Result<T, _>`, `bus.request` returns `T` |
+///
+/// An attribute has the name of the field it sets; one that takes a number of seconds or
+/// milliseconds carries the unit as a suffix (`dedup_ttl_secs`, `backoff_ms`).
 pub use eventbus_derive::Event;
 
 /// `#[handler]`: registers an async fn as the handler of the event type of its first argument.
-/// See the [`handler`](mod@handler) module for the accepted signatures.
+/// Its further arguments are [`Context`] and [`State<T>`](State); see the
+/// [`handler`](mod@handler) module for the accepted signatures.
 ///
-/// Options, each the [`HandlerOptions`] method of the same name:
+/// Options, each setting a [`HandlerOptions`] field (of the same name, and a builder method
+/// too); an option that takes a number of seconds or milliseconds carries the unit as a suffix:
 ///
-/// | option | meaning |
-/// |---|---|
-/// | `group = "billing"` | the consumer group of a durable event (default: the fn's path) |
-/// | `concurrency = N` | calls in flight at once (default 1: in order) |
-/// | `max_deliveries = N` | deliveries before dead-lettering (default 5) |
-/// | `backoff_ms = N`, `backoff_max_ms = N` | first retry delay and its bound |
-/// | `broadcast` | every instance handles every event (no group) |
-/// | `dedup` | skip events the group handled already, remembered 24 h ([`HandlerOptions::dedup`]) |
-/// | `dedup_ttl_secs = N` | with `dedup`: remember handled events `N` seconds instead |
+/// | option | [`HandlerOptions`] | meaning |
+/// |---|---|---|
+/// | `group = "billing"` | `group` | the consumer group of a durable event (default: the fn's path) |
+/// | `concurrency = N` | `concurrency` | calls in flight at once (default 1: in order) |
+/// | `max_deliveries = N` | `max_deliveries` | deliveries before dead-lettering (default 5) |
+/// | `backoff_ms = N` | `backoff` | delay before the first retry, doubled for each further one (default 100) |
+/// | `backoff_max_ms = N` | `backoff_max` | bound of the retry delay (default 10000) |
+/// | `broadcast` | `mode` ([`broadcast`](HandlerOptions::broadcast)) | every instance handles every event of a durable type (no group) |
+/// | `dedup` | `dedup` | skip events the group handled already, remembered 24 h ([`HandlerOptions::dedup`]) |
+/// | `dedup_ttl_secs = N` | `dedup` | with `dedup`: remember handled events `N` seconds instead |
 ///
-/// `dedup` on an ephemeral event does not compile (the error points at `dedup`), nor does it
-/// with `broadcast`.
+/// `dedup` and `broadcast` on an ephemeral event do not compile (the error points at the
+/// option), nor do they together.
 pub use eventbus_derive::handler;
 
 /// What most users need: `use eventbus_core::prelude::*;`.
 pub mod prelude {
     pub use crate::{
         Bus, Context, Durability, Event, HandlerError, HandlerOptions, PatternMessage, Receipt,
-        Request, handler,
+        Request, State, handler,
     };
     pub use serde::{Deserialize, Serialize};
 }
@@ -111,7 +121,7 @@ pub mod prelude {
 /// Used by the code the macros generate. Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::handler::erase;
+    pub use crate::generated::*;
     pub use inventory;
 
     /// Length of `path` with every `::` turned into `.`, plus `.` and `name`.

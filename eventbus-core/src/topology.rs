@@ -100,9 +100,9 @@ impl Topology {
             if e.durability == Durability::Durable {
                 match e.max_len {
                     Some(n) => {
-                        let _ = write!(out, " maxlen={n}");
+                        let _ = write!(out, " max_len={n}");
                     }
-                    None => out.push_str(" maxlen=default"),
+                    None => out.push_str(" max_len=default"),
                 }
             }
             if let Some(r) = e.reply {

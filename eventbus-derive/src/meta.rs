@@ -127,6 +127,27 @@ pub(crate) fn unknown(cx: &Ctxt, meta: &ParseNestedMeta<'_>, attr: &str, valid: 
     skip_value(meta);
 }
 
+/// A key that was renamed: an error at the key that shows the entry with the new name. The
+/// value is not read, so the error is the only one for this entry.
+pub(crate) fn renamed(cx: &Ctxt, meta: &ParseNestedMeta<'_>, key: &Ident, new: &str) {
+    let mut value = proc_macro2::TokenStream::new();
+    while !meta.input.is_empty() && !meta.input.peek(Token![,]) {
+        match meta.input.parse::<TokenTree>() {
+            Ok(token) => value.extend([token]),
+            Err(_) => break,
+        }
+    }
+    let value = value.to_string();
+    let entry = match value.strip_prefix('=') {
+        Some(v) => format!("{new} = {}", v.trim()),
+        None => format!("{new}{value}"),
+    };
+    cx.error_spanned_by(
+        key,
+        format!("`{key}` was renamed to `{new}`: write `{entry}`"),
+    );
+}
+
 /// The value of `lit` as a number of type `N` that is at least `min`, or an error at the literal.
 pub(crate) fn number<N>(cx: &Ctxt, key: &Ident, lit: &LitInt, min: N) -> Option<N>
 where
@@ -177,7 +198,7 @@ fn skip_value(meta: &ParseNestedMeta<'_>) {
     }
 }
 
-/// The valid key closest to `name`, if it is a likely typo (`max_len` for `maxlen`).
+/// The valid key closest to `name`, if it is a likely typo (`group` for `groups`).
 fn closest<'a>(name: &str, valid: &[&'a str]) -> Option<&'a str> {
     let norm = |s: &str| s.to_ascii_lowercase().replace(['_', '-'], "");
     let name = norm(name);

@@ -1,5 +1,5 @@
 //! The channel-name rules, checked at compile time on every name written in an attribute
-//! (`name`, `namespace`, `channel`, a handler's `group`), and the `{field}` channel templates.
+//! (`name`, `module`, `channel`, a handler's `group`), and the `{field}` channel templates.
 //!
 //! A channel name is a dot-separated list of non-empty segments made of ASCII letters, digits,
 //! `_`, `-` and `:`: the rules of `eventbus_core::channel::validate_channel`, which checks the
@@ -150,11 +150,6 @@ impl Template {
         self.render("*")
     }
 
-    /// A `format!` string: every placeholder becomes `{}`. The fixed parts cannot contain braces.
-    pub(crate) fn format_string(&self) -> String {
-        self.render("{}")
-    }
-
     fn render(&self, hole: &str) -> String {
         self.pieces
             .iter()
@@ -266,7 +261,6 @@ mod tests {
         assert_eq!(holes, vec![7..15]);
         let t = Template { pieces };
         assert_eq!(t.pattern(), "tenant.*.presence");
-        assert_eq!(t.format_string(), "tenant.{}.presence");
         assert_eq!(t.fields().collect::<Vec<_>>(), ["tenant"]);
         assert_eq!(problem("tenant.{tenant}.presence", &holes), None);
         assert_eq!(problem("{a}.{0}", &split("{a}.{0}").unwrap().1), None);

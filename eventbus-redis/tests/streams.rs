@@ -23,7 +23,7 @@ struct OrderCreated {
 }
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[event(name = "metrics.Sample", maxlen = 100)]
+#[event(name = "metrics.Sample", max_len = 100)]
 struct Sample {
     n: u32,
 }
@@ -267,9 +267,9 @@ async fn an_undecodable_entry_is_dead_lettered_without_blocking_the_next() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn maxlen_keeps_the_stream_near_its_bound() {
+async fn max_len_keeps_the_stream_near_its_bound() {
     let server = RedisServer::start();
-    let ns = namespace("maxlen");
+    let ns = namespace("max-len");
     let (b, t) = bus_and_transport(&server.url(), &ns).await;
     for chunk in 0..10 {
         let samples: Vec<Sample> = (0..100).map(|i| Sample { n: chunk * 100 + i }).collect();

@@ -22,7 +22,7 @@ use eventbus::prelude::*;
 
 /// An order was placed: durable, at least once, to every group.
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[event(name = "shop.orders.OrderPlaced", maxlen = 100000, version = 2)]
+#[event(name = "shop.orders.OrderPlaced", max_len = 100000, version = 2)]
 struct OrderPlaced {
     order_id: String,
     amount_cents: u64,
@@ -37,19 +37,17 @@ struct Shop {
 }
 
 #[handler(group = "inventory", dedup)]
-async fn reserve_stock(order: OrderPlaced, ctx: Context) -> Result<(), HandlerError> {
+async fn reserve_stock(order: OrderPlaced, shop: State<Shop>) {
     println!("[inventory] reserved stock for {}", order.order_id);
-    ctx.state::<Shop>()?
-        .reserved
-        .lock()
-        .unwrap()
-        .insert(order.order_id);
-    Ok(())
+    shop.reserved.lock().unwrap().insert(order.order_id);
 }
 
 #[handler(group = "billing", dedup, max_deliveries = 3, backoff_ms = 50)]
-async fn charge_card(order: OrderPlaced, ctx: Context) -> Result<(), HandlerError> {
-    let shop = ctx.state::<Shop>()?;
+async fn charge_card(
+    order: OrderPlaced,
+    ctx: Context,
+    shop: State<Shop>,
+) -> Result<(), HandlerError> {
     if order.card == "4000-0000-0000-0002" && !shop.card_fixed.load(Ordering::SeqCst) {
         println!(
             "[billing]   card declined for {} (attempt {} of 3)",

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 /// A fact other services act on: durable (a Redis Stream), with a stable name.
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[event(name = "shop.orders.OrderCreated", maxlen = 10000)]
+#[event(name = "shop.orders.OrderCreated", max_len = 10000)]
 pub struct OrderCreated {
     order_id: String,
     amount_cents: u64,
@@ -39,7 +39,8 @@ pub struct ActivitySeen {
     what: String,
 }
 
-/// Application state shared with the handlers: counts what was handled.
+/// Application state shared with the handlers (each takes it as a `State<Progress>` argument):
+/// counts what was handled.
 #[derive(Default)]
 struct Progress {
     done: AtomicUsize,
@@ -69,14 +70,17 @@ impl Progress {
 }
 
 #[handler(group = "billing", max_deliveries = 3, backoff_ms = 20)]
-async fn charge(ev: OrderCreated, ctx: Context) -> Result<(), HandlerError> {
+async fn charge(
+    ev: OrderCreated,
+    ctx: Context,
+    progress: State<Progress>,
+) -> Result<(), HandlerError> {
     println!(
         "[billing]  received {} for {} cents (attempt {})",
         ev.order_id,
         ev.amount_cents,
         ctx.attempt()
     );
-    let progress = ctx.state::<Progress>()?;
     if ev.amount_cents == 0 {
         progress.tick();
         return Err(HandlerError::permanent(
@@ -93,21 +97,19 @@ async fn charge(ev: OrderCreated, ctx: Context) -> Result<(), HandlerError> {
 }
 
 #[handler(group = "payments")]
-async fn pay(ev: PaymentRequested, ctx: Context) -> Result<(), HandlerError> {
+async fn pay(ev: PaymentRequested, ctx: Context, progress: State<Progress>) {
     println!(
         "[payments] received payment request for {} (correlation {})",
         ev.order_id,
         ctx.correlation_id()
     );
-    ctx.state::<Progress>()?.tick();
-    Ok(())
+    progress.tick();
 }
 
 #[handler]
-async fn activity(ev: ActivitySeen, ctx: Context) -> Result<(), HandlerError> {
+async fn activity(ev: ActivitySeen, ctx: Context, progress: State<Progress>) {
     println!("[activity] {} on channel {}", ev.what, ctx.channel());
-    ctx.state::<Progress>()?.tick();
-    Ok(())
+    progress.tick();
 }
 
 #[tokio::main]

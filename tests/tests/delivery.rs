@@ -478,6 +478,38 @@ async fn broadcast_handlers_see_every_event_on_every_instance() {
 }
 
 #[tokio::test]
+async fn broadcast_on_an_ephemeral_event_is_refused_before_it_starts() {
+    let bus = Bus::memory();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let err = bus
+        .subscribe_with(
+            move |_: Tick| {
+                c.fetch_add(1, Ordering::SeqCst);
+                async {}
+            },
+            HandlerOptions::new().broadcast(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, eventbus_core::Error::InvalidOptions { .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("`broadcast` needs a durable event") && text.contains("test.live.Tick"),
+        "{text}"
+    );
+    assert_eq!(
+        bus.publish(&Tick { n: 1 }).await.unwrap().receivers,
+        Some(0)
+    );
+    eventbus_core::testing::settle(&bus).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
 async fn an_entry_is_acked_only_after_its_handler_succeeded() {
     let shared = MemoryTransport::new();
     let bus = Bus::builder().transport(shared.clone()).build().unwrap();

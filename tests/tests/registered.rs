@@ -1,5 +1,6 @@
 //! `#[handler]` registration: start-up through inventory, state, graceful shutdown, calling one
-//! handler directly, and the topology snapshot of this test binary.
+//! handler directly, and the topology snapshot of this test binary. What happens when a
+//! registered handler's state is missing is in `state.rs`, a binary of its own.
 #![allow(missing_docs)] // test types
 
 mod common;
@@ -11,7 +12,7 @@ use common::{WAIT, wait_until};
 use eventbus_core::prelude::*;
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[event(name = "registered.orders.OrderCreated", maxlen = 1000)]
+#[event(name = "registered.orders.OrderCreated", max_len = 1000)]
 pub struct OrderCreated {
     pub order_id: String,
     pub amount_cents: i64,
@@ -24,7 +25,7 @@ pub struct PaymentRequested {
 }
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[event(ephemeral, namespace = "registered.live")]
+#[event(ephemeral, module = "registered.live")]
 pub struct Heartbeat;
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -39,18 +40,14 @@ pub struct Ledger {
 }
 
 #[handler(group = "billing", concurrency = 4, max_deliveries = 3, backoff_ms = 1)]
-async fn charge(ev: OrderCreated, ctx: Context) -> Result<(), HandlerError> {
+async fn charge(ev: OrderCreated, ctx: Context, ledger: State<Ledger>) -> Result<(), HandlerError> {
     if ev.amount_cents < 0 {
         return Err(HandlerError::permanent(format!(
             "negative amount {}",
             ev.amount_cents
         )));
     }
-    ctx.state::<Ledger>()?
-        .charged
-        .lock()
-        .unwrap()
-        .push(ev.order_id.clone());
+    ledger.charged.lock().unwrap().push(ev.order_id.clone());
     ctx.publish(&PaymentRequested {
         order_id: ev.order_id,
     })
@@ -62,11 +59,8 @@ async fn charge(ev: OrderCreated, ctx: Context) -> Result<(), HandlerError> {
 async fn audit(_ev: OrderCreated) {}
 
 #[handler]
-async fn beat(_ev: Heartbeat, ctx: Context) -> Result<(), String> {
-    ctx.state::<Ledger>()
-        .map_err(|e| e.to_string())?
-        .beats
-        .fetch_add(1, Ordering::SeqCst);
+async fn beat(_ev: Heartbeat, ledger: State<Ledger>) -> Result<(), String> {
+    ledger.beats.fetch_add(1, Ordering::SeqCst);
     Ok(())
 }
 
@@ -209,15 +203,21 @@ async fn a_registered_handler_can_be_called_directly() {
 }
 
 #[tokio::test]
-async fn a_handler_function_can_be_called_with_a_test_context() {
-    let bus = Bus::builder().state(Ledger::default()).build().unwrap();
+async fn a_handler_function_can_be_called_with_a_test_context_and_state() {
+    let bus = Bus::memory();
+    let ledger = State::new(Ledger::default());
     let ev = OrderCreated {
         order_id: "o-3".into(),
         amount_cents: 3,
     };
-    charge(ev.clone(), eventbus_core::testing::context(&bus, &ev))
-        .await
-        .unwrap();
+    charge(
+        ev.clone(),
+        eventbus_core::testing::context(&bus, &ev),
+        ledger.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(*ledger.charged.lock().unwrap(), ["o-3"]);
     assert_eq!(
         eventbus_core::testing::published::<PaymentRequested>(&bus)
             .await

@@ -60,8 +60,8 @@ impl BusBuilder {
         self
     }
 
-    /// Application state for handlers, read with [`Context::state`](crate::Context::state).
-    /// One value per type.
+    /// Application state, taken by handlers as a [`State<T>`](crate::State) argument. One value
+    /// per type, looked up by its exact type: give `T` itself, not an `Arc<T>`.
     pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
         self.state.insert(TypeId::of::<T>(), Arc::new(value));
         self

@@ -116,7 +116,8 @@ impl Bus {
         self.engine.dead_letter_key(&E::DESCRIPTOR)
     }
 
-    /// The application state of type `T` given to [`BusBuilder::state`].
+    /// The application state of type `T` given to [`BusBuilder::state`]. Handlers take it as a
+    /// [`State<T>`](crate::State) argument instead, checked when they start.
     pub fn state<T: Send + Sync + 'static>(&self) -> Result<&T> {
         self.engine.state::<T>()
     }
@@ -175,9 +176,10 @@ impl Bus {
 
     /// Like [`Bus::subscribe`] with options (group, concurrency, retries, broadcast, dedup).
     ///
-    /// Fails with [`Error::InvalidOptions`] for [`HandlerOptions::dedup`] on an ephemeral event
-    /// or together with `broadcast`, and with the transport's error when it cannot keep dedup
-    /// marks.
+    /// Fails with [`Error::MissingState`] when the bus lacks the state of a `State<T>` argument,
+    /// with [`Error::InvalidOptions`] for [`HandlerOptions::dedup`] or `broadcast` on an
+    /// ephemeral event or for both together, and with the transport's error when it cannot keep
+    /// dedup marks.
     pub async fn subscribe_with<E, H, Args>(
         &self,
         handler: H,
@@ -189,6 +191,7 @@ impl Bus {
         Args: 'static,
     {
         let name: Arc<str> = Arc::from(std::any::type_name::<H>());
+        crate::state::check(&name, &H::required_state(), self.engine.state_map())?;
         let erased = handler::erase::<E, H, Args>(handler);
         dispatch::start(&self.engine, name, E::DESCRIPTOR, options, erased)
             .await

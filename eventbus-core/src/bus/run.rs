@@ -56,6 +56,7 @@ impl Bus {
         if handlers.is_empty() {
             return Err(Error::NoHandlers);
         }
+        crate::state::check_registered(&handlers, self.engine.state_map())?;
         if !self.engine.mark_started() {
             return Err(Error::AlreadyStarted);
         }

@@ -30,7 +30,7 @@ pub(crate) async fn start(
     if engine.shutdown_token().is_cancelled() {
         return Err(Error::Closed);
     }
-    crate::dedup::check_options(&name, &event, &options)?;
+    crate::options::check(&name, &event, &options)?;
     let group = options
         .group
         .map_or_else(|| name.to_string(), str::to_owned);

@@ -14,9 +14,9 @@ const KEYS: &[&str] = &[
     "durable",
     "ephemeral",
     "name",
-    "namespace",
+    "module",
     "channel",
-    "maxlen",
+    "max_len",
     "version",
     "reply",
 ];
@@ -26,9 +26,9 @@ const KEYS: &[&str] = &[
 pub(crate) struct Attrs {
     pub(crate) durability: Option<Setting<Durability>>,
     pub(crate) name: Option<Setting<LitStr>>,
-    pub(crate) namespace: Option<Setting<LitStr>>,
+    pub(crate) module: Option<Setting<LitStr>>,
     pub(crate) channel: Option<Setting<LitStr>>,
-    pub(crate) maxlen: Option<Setting<LitInt>>,
+    pub(crate) max_len: Option<Setting<LitInt>>,
     pub(crate) version: Option<Setting<LitInt>>,
     pub(crate) reply: Option<Setting<Type>>,
 }
@@ -65,21 +65,24 @@ fn entry(cx: &Ctxt, out: &mut Attrs, meta: &ParseNestedMeta<'_>) -> syn::Result<
                 meta::set(cx, &mut out.name, key, v);
             }
         }
-        "namespace" => {
+        "module" => {
             if let Some(v) = meta::string(cx, meta, key, "shop.orders")? {
-                meta::set(cx, &mut out.namespace, key, v);
+                meta::set(cx, &mut out.module, key, v);
             }
         }
+        // The bus has a `namespace` (a prefix of every key): one name, one meaning.
+        "namespace" => meta::renamed(cx, meta, key, "module"),
         "channel" => {
             if let Some(v) = meta::string(cx, meta, key, "tenant.{tenant}.presence")? {
                 meta::set(cx, &mut out.channel, key, v);
             }
         }
-        "maxlen" => {
+        "max_len" => {
             if let Some(v) = meta::integer(cx, meta, key, "100000")? {
-                meta::set(cx, &mut out.maxlen, key, v);
+                meta::set(cx, &mut out.max_len, key, v);
             }
         }
+        "maxlen" => meta::renamed(cx, meta, key, "max_len"),
         "version" => {
             if let Some(v) = meta::integer(cx, meta, key, "2")? {
                 meta::set(cx, &mut out.version, key, v);

@@ -6,7 +6,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use super::ast::{Durability, Input, Shape};
-use super::valid::{Channel, Name, Spec};
+use super::valid::{Channel, Name, Part, Spec};
 
 pub(crate) fn event(spec: &Spec<'_>) -> TokenStream {
     let root = crate::root::path();
@@ -47,6 +47,7 @@ pub(crate) fn event(spec: &Spec<'_>) -> TokenStream {
         }
     });
     let channel_fn = channel_fn(&spec.channel);
+    let durable = durable_marker(ident, spec.durability);
     // One constant for the impl and the registration: the registration then does not need the
     // impl to hold, so a type without `Serialize` gets that error once, not once more here.
     quote! {
@@ -68,6 +69,7 @@ pub(crate) fn event(spec: &Spec<'_>) -> TokenStream {
                 #channel_fn
             }
             #request
+            #durable
             #root::__private::inventory::submit! {
                 #root::EventRegistration { descriptor: __EVENTBUS_DESCRIPTOR }
             }
@@ -75,19 +77,49 @@ pub(crate) fn event(spec: &Spec<'_>) -> TokenStream {
     }
 }
 
-/// `fn channel(&self)` for a template: the fields formatted into it. Each field access carries
-/// the field's span, so a field without `Display` is reported at the field.
+/// `DurableEvent` for durable events: `#[handler(dedup)]` and `#[handler(broadcast)]` require
+/// it, so the compiler reports those options on an ephemeral event, at the option. Not listed
+/// as a candidate in that error (`do_not_recommend`): a list of other events would not help.
+fn durable_marker(ident: &syn::Ident, durability: Durability) -> Option<TokenStream> {
+    let root = crate::root::path();
+    (durability == Durability::Durable).then(|| {
+        quote! {
+            #[automatically_derived]
+            #[diagnostic::do_not_recommend]
+            impl #root::DurableEvent for #ident {}
+        }
+    })
+}
+
+/// `fn channel(&self)` for a template: the fixed parts and the fields' `Display` output, appended
+/// in order. Each field is passed as `&dyn Display` at the field's span, so a field without
+/// `Display` is reported at the field, in the compiler's words.
 fn channel_fn(channel: &Channel<'_>) -> Option<TokenStream> {
-    let Channel::Template { format, fields, .. } = channel else {
+    let Channel::Template { parts, .. } = channel else {
         return None;
     };
-    let args = fields.iter().map(|f| {
-        let member = &f.member;
-        quote_spanned!(f.ty.span()=> self.#member)
+    let root = crate::root::path();
+    let capacity: usize = parts
+        .iter()
+        .map(|p| match p {
+            Part::Text(text) => text.len(),
+            // Room for a short value, so that most channels need one allocation.
+            Part::Field(_) => 16,
+        })
+        .sum();
+    let steps = parts.iter().map(|p| match p {
+        Part::Text(text) => quote!(__eventbus_channel.push_str(#text);),
+        Part::Field(f) => {
+            let member = &f.member;
+            let value = quote_spanned!(f.ty.span()=> &self.#member);
+            quote!(#root::__private::push_display(&mut __eventbus_channel, #value);)
+        }
     });
     Some(quote! {
         fn channel(&self) -> ::std::borrow::Cow<'static, str> {
-            ::std::borrow::Cow::Owned(::std::format!(#format, #(#args),*))
+            let mut __eventbus_channel = ::std::string::String::with_capacity(#capacity);
+            #(#steps)*
+            ::std::borrow::Cow::Owned(__eventbus_channel)
         }
     })
 }
@@ -123,8 +155,20 @@ pub(crate) fn stub(input: &Input<'_>) -> TokenStream {
         Some(ty) => quote!(#ty),
         None => quote!(()),
     };
+    let ephemeral = input
+        .attrs
+        .durability
+        .as_ref()
+        .is_some_and(|d| d.value == Durability::Ephemeral);
+    let durable = (!ephemeral).then(|| {
+        quote! {
+            #[diagnostic::do_not_recommend]
+            impl #impl_generics #root::DurableEvent for #ident #ty_generics #where_clause {}
+        }
+    });
     quote! {
         const _: () = {
+            #durable
             impl #impl_generics #root::Event for #ident #ty_generics #where_clause {
                 const DESCRIPTOR: #root::EventDescriptor = #root::EventDescriptor {
                     rust_type: #name,

@@ -9,7 +9,7 @@ use syn::{Ident, Member, Type};
 use super::ast::{Durability, Field, Input, Shape};
 use crate::ctxt::Ctxt;
 use crate::meta;
-use crate::name::{self, Template};
+use crate::name::{self, Piece, Template};
 
 /// A validated event type: everything the impl needs.
 pub(crate) struct Spec<'a> {
@@ -26,7 +26,7 @@ pub(crate) struct Spec<'a> {
 pub(crate) enum Name {
     /// The module path and the type name, joined with dots (known only in the generated code).
     TypePath(String),
-    /// Given by `name`, or `namespace` plus the type name.
+    /// Given by `name`, or `module` plus the type name.
     Fixed(String),
 }
 
@@ -34,13 +34,18 @@ pub(crate) enum Name {
 pub(crate) enum Channel<'a> {
     SameAsName,
     Fixed(String),
-    /// A template and the fields its placeholders name, in order.
+    /// A template: its fixed parts and the fields its placeholders name, in order.
     Template {
         template: String,
         pattern: String,
-        format: String,
-        fields: Vec<&'a Field<'a>>,
+        parts: Vec<Part<'a>>,
     },
+}
+
+/// A piece of a channel template with its placeholder resolved to a field.
+pub(crate) enum Part<'a> {
+    Text(String),
+    Field(&'a Field<'a>),
 }
 
 pub(crate) fn validate<'a>(cx: &Ctxt, input: &'a Input<'a>) -> Spec<'a> {
@@ -52,12 +57,12 @@ pub(crate) fn validate<'a>(cx: &Ctxt, input: &'a Input<'a>) -> Spec<'a> {
         .map_or(Durability::Durable, |d| d.value);
     let name = event_name(cx, input);
     let channel = channel(cx, input, durability);
-    let max_len = a.maxlen.as_ref().and_then(|m| {
+    let max_len = a.max_len.as_ref().and_then(|m| {
         if durability == Durability::Ephemeral {
             cx.error_spanned_by(
                 &m.key,
-                "`maxlen` bounds the stream of a durable event; an ephemeral event is not stored, \
-                 so drop `maxlen` or make the event durable",
+                "`max_len` bounds the stream of a durable event; an ephemeral event is not \
+                 stored, so drop `max_len` or make the event durable",
             );
         }
         meta::number::<u64>(cx, &m.key, &m.value, 1)
@@ -97,10 +102,10 @@ fn shape(cx: &Ctxt, input: &Input<'_>) {
 
 fn event_name(cx: &Ctxt, input: &Input<'_>) -> Name {
     let a = &input.attrs;
-    if let (Some(_), Some(ns)) = (&a.name, &a.namespace) {
+    if let (Some(_), Some(module)) = (&a.name, &a.module) {
         cx.error_spanned_by(
-            &ns.key,
-            "`name` already gives the full name; drop `namespace`",
+            &module.key,
+            "`name` already gives the full name; drop `module`",
         );
     }
     if let Some(n) = &a.name {
@@ -111,10 +116,10 @@ fn event_name(cx: &Ctxt, input: &Input<'_>) -> Name {
     // The type name becomes the last segment, so it obeys the channel rules too (an identifier
     // can only break them with non-ASCII letters).
     name::check_type_name(cx, input.ident, &type_name);
-    match &a.namespace {
-        Some(ns) => {
-            name::check(cx, "namespace", &ns.value);
-            Name::Fixed(format!("{}.{type_name}", ns.value.value()))
+    match &a.module {
+        Some(module) => {
+            name::check(cx, "module", &module.value);
+            Name::Fixed(format!("{}.{type_name}", module.value.value()))
         }
         None => Name::TypePath(type_name),
     }
@@ -155,18 +160,20 @@ fn channel<'a>(cx: &Ctxt, input: &'a Input<'a>, durability: Durability) -> Chann
         );
         return Channel::SameAsName;
     }
-    let mut fields = Vec::new();
-    for wanted in template.fields() {
-        match input.fields().iter().find(|f| f.name == wanted) {
-            Some(f) => fields.push(f),
-            None => cx.error_spanned_by(lit, missing_field(input, wanted)),
+    let mut parts = Vec::new();
+    for piece in &template.pieces {
+        match piece {
+            Piece::Text(text) => parts.push(Part::Text(text.clone())),
+            Piece::Field(wanted) => match input.fields().iter().find(|f| &f.name == wanted) {
+                Some(f) => parts.push(Part::Field(f)),
+                None => cx.error_spanned_by(lit, missing_field(input, wanted)),
+            },
         }
     }
     Channel::Template {
         template: lit.value(),
         pattern: template.pattern(),
-        format: template.format_string(),
-        fields,
+        parts,
     }
 }
 

@@ -1,25 +1,26 @@
 //! Code generation for `#[handler]`: the registration submitted to `inventory`, and the checks
-//! only the compiler can make, each spanned at the type it is about.
-//!
-//! Passed straight to `erase`, a wrong type in the signature would be reported three or four
-//! times (by `erase`'s bounds, the `Handler` impls, the registration). So each user-written type
-//! goes through one local trait, and each mistake is reported once, at that type:
+//! only the compiler can make, each spanned at the token it is about and phrased by a
+//! `#[diagnostic::on_unimplemented]` message of `eventbus_core`:
 //!
 //! * **event**: `<<E as Event>::Reply as __EventbusGate<E>>::Open` is `E` when `E: Event`. When it
 //!   is not, the compiler reports "`E` is not an event" and cannot decide the type, and it does
-//!   not report undecided types after an error. The registration's `<E as Event>::DESCRIPTOR` is
-//!   spanned at the same type and gives the identical diagnostic, which the compiler prints once.
-//! * **context**: `__EventbusContext`, implemented for `Context` only, with its own message.
-//! * **return type**: `__EventbusReturn<E>` turns `()` and `Result<E::Reply, Er>` into
-//!   `Result<E::Reply, HandlerError>` (what `eventbus_core::handler::HandlerReturn` does, done
-//!   before `erase` instead of inside it), so `erase` always sees a valid handler.
-//! * **`dedup`**: needs a durable event, which only the compiler knows (`DESCRIPTOR` is a
-//!   `const`): a constant spanned at the `dedup` key panics when the event is ephemeral.
+//!   not report undecided types after an error: everything below, written in terms of that
+//!   type, adds no error of its own. The registration's `<E as Event>::DESCRIPTOR` is spanned
+//!   at the same type and gives the identical diagnostic, which the compiler prints once.
+//! * **extractors**: each argument after the event goes through `FromContext` at its type
+//!   ("`String` cannot be a handler argument").
+//! * **return type**: converted by `HandlerReturn<E>` at its type, or at the name when there is
+//!   none ("`()` is not a valid return type for a handler of `Ping`").
+//! * **`Send`**: the call is boxed as a `Send` future at the handler's name, so a value held
+//!   across an `.await` that is not `Send` gets the compiler's explanation there.
+//! * **`dedup`, `broadcast`**: need a durable event, which only the compiler knows: the event
+//!   must implement `DurableEvent`, required through an alias spanned at the option ("`Tick` is
+//!   ephemeral, and `dedup` and `broadcast` need a durable event").
 //!
 //! The trybuild snapshots in `tests/ui/fail/handler_*.stderr` pin this behaviour.
 
 use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
+use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 
@@ -36,49 +37,81 @@ pub(crate) fn registration(spec: &Spec<'_>) -> TokenStream {
     let event = quote_spanned! {ev.span()=>
         <<#ev as #root_at_event::Event>::Reply as __EventbusGate<#ev>>::Open
     };
-    let (ctx, context) = match spec.context {
-        Some(ty) => (
-            quote!(__eventbus_ctx),
-            Some(
-                quote_spanned!(ty.span()=> <#ty as __EventbusContext>::__eventbus_context(__eventbus_ctx)),
-            ),
-        ),
-        None => (quote!(_), None),
+    let mut bindings = Vec::new();
+    let mut arguments = Vec::new();
+    let mut requirements = Vec::new();
+    for (i, ty) in spec.extractors.iter().enumerate() {
+        let var = format_ident!("__eventbus_arg{i}");
+        let root_at_ty = crate::root::path_at(ty.span());
+        let extractor = quote_spanned!(ty.span()=> <#ty as #root_at_ty::handler::FromContext>);
+        bindings.push(quote! {
+            let #var = #extractor::from_context(&__eventbus_ctx)?;
+        });
+        requirements.push(quote!(#extractor::required_state()));
+        arguments.push(var);
+    }
+    let ctx = if spec.extractors.is_empty() {
+        quote!(_)
+    } else {
+        quote!(__eventbus_ctx)
+    };
+    let call = quote! {
+        #ident(__EventbusSame::__eventbus_same(__eventbus_ev) #(, #arguments)*).await
     };
     // The return value is converted at its type, so a wrong return type is reported there and
-    // only there. `()` is read as `Ok(())`, reported at the name: a handler of a request event
-    // that returns nothing then gets "expected `()`", pointing at the event's `reply = T`.
-    let call = quote!(#ident(__EventbusSame::__eventbus_same(__eventbus_ev), #context).await);
+    // only there; no return type is `()`, reported at the name.
     let output = match spec.output {
-        Some(ty) => quote_spanned! {ty.span()=>
-            <#ty as __EventbusReturn<#event>>::__eventbus_return(#call)
-        },
-        None => quote_spanned! {ident.span()=>
-            <::core::result::Result<(), ::core::convert::Infallible> as __EventbusReturn<#event>>
-                ::__eventbus_return(::core::result::Result::Ok(#call))
-        },
+        Some(ty) => {
+            let root_at_ty = crate::root::path_at(ty.span());
+            quote_spanned! {ty.span()=>
+                <#ty as #root_at_ty::handler::HandlerReturn<#event>>::into_result(#call)
+            }
+        }
+        None => {
+            let root_at_name = crate::root::path_at(ident.span());
+            quote_spanned! {ident.span()=>
+                <() as #root_at_name::handler::HandlerReturn<#event>>::into_result(#call)
+            }
+        }
     };
-    // Spanned at the name: a future that is not `Send` is reported at the handler.
+    // Spanned at the name: boxing as a `Send` future is where a future that is not `Send` is
+    // reported.
     let root_at_name = crate::root::path_at(ident.span());
     let make = quote_spanned! {ident.span()=>
-        #root_at_name::__private::erase::<#event, _, _>(
-            |__eventbus_ev: #event, #ctx: #root_at_name::Context| async move { #output },
+        #root_at_name::__private::erase_call::<#event, _>(
+            |__eventbus_ev: #event, #ctx: #root_at_name::Context|
+                -> #root_at_name::__private::ReplyFuture<<#event as #root_at_name::Event>::Reply>
+            {
+                ::std::boxed::Box::pin(async move {
+                    #(#bindings)*
+                    #output
+                })
+            },
         )
     };
-    let helpers = helpers(spec.context.is_some());
-    let dedup = dedup_needs_durable(spec);
+    let required_state = if requirements.is_empty() {
+        quote!(::std::vec::Vec::new())
+    } else {
+        quote!([#(#requirements),*].into_iter().flatten().collect())
+    };
+    let durable_only = durable_only(&spec.options, ev);
+    let helpers = helpers();
     quote! {
         const _: () = {
             #helpers
-            #dedup
             fn __eventbus_make() -> #root::handler::ErasedHandler {
+                #durable_only
                 #make
+            }
+            fn __eventbus_required_state() -> ::std::vec::Vec<#root::StateRequirement> {
+                #required_state
             }
             #root::__private::inventory::submit! {
                 #root::HandlerRegistration {
                     name: ::core::concat!(::core::module_path!(), "::", #name),
                     event: <#ev as #root::Event>::DESCRIPTOR,
                     options: #options,
+                    required_state: __eventbus_required_state,
                     make: __eventbus_make,
                 }
             }
@@ -86,26 +119,8 @@ pub(crate) fn registration(spec: &Spec<'_>) -> TokenStream {
     }
 }
 
-/// The traits the generated code goes through; see `registration`.
-fn helpers(with_context: bool) -> TokenStream {
-    let root = crate::root::path();
-    let context = with_context.then(|| {
-        quote! {
-            #[diagnostic::on_unimplemented(
-                message = "the second argument of a handler must be `Context`, not `{Self}`",
-                label = "expected `Context`",
-                note = "a handler is `async fn(ev: MyEvent)` or `async fn(ev: MyEvent, ctx: Context)`"
-            )]
-            trait __EventbusContext {
-                fn __eventbus_context(ctx: #root::Context) -> Self;
-            }
-            impl __EventbusContext for #root::Context {
-                fn __eventbus_context(ctx: #root::Context) -> Self {
-                    ctx
-                }
-            }
-        }
-    });
+/// The traits the generated code goes through; see the module docs.
+fn helpers() -> TokenStream {
     quote! {
         // `Open` is `T` once `Self` is known, and undecided while it is not.
         trait __EventbusGate<T> {
@@ -123,49 +138,27 @@ fn helpers(with_context: bool) -> TokenStream {
                 self
             }
         }
-        #[diagnostic::on_unimplemented(
-            message = "`{Self}` is not a valid return type for a handler of `{E}`",
-            label = "a handler of `{E}` returns `()` or `Result<R, E>` where `R` is the event's reply type (`()` unless declared with `#[event(reply = T)]`) and `E: Into<HandlerError>`"
-        )]
-        trait __EventbusReturn<E: #root::Event> {
-            fn __eventbus_return(self) -> ::core::result::Result<<E as #root::Event>::Reply, #root::HandlerError>;
-        }
-        impl<E: #root::Event<Reply = ()>> __EventbusReturn<E> for () {
-            fn __eventbus_return(self) -> ::core::result::Result<(), #root::HandlerError> {
-                ::core::result::Result::Ok(())
-            }
-        }
-        impl<E, Er> __EventbusReturn<E> for ::core::result::Result<<E as #root::Event>::Reply, Er>
-        where
-            E: #root::Event,
-            Er: ::core::convert::Into<#root::HandlerError>,
-        {
-            fn __eventbus_return(self) -> ::core::result::Result<<E as #root::Event>::Reply, #root::HandlerError> {
-                self.map_err(::core::convert::Into::into)
-            }
-        }
-        #context
     }
 }
 
-/// With `dedup`: a constant that fails to evaluate when the event is ephemeral, spanned at the
-/// `dedup` key, so the error points there. Only the compiler knows the event's durability.
-fn dedup_needs_durable(spec: &Spec<'_>) -> Option<TokenStream> {
-    let (key, _) = spec.options.dedup.as_ref()?;
-    let ev = spec.event;
-    let root = crate::root::path_at(key.span());
-    let message = format!(
-        "`dedup` needs a durable event, and `{}` is ephemeral: pub/sub delivers at most once \
-         and never redelivers; drop `dedup`",
-        quote!(#ev).to_string().replace(' ', "")
-    );
-    Some(quote_spanned! {key.span()=>
-        const _: () = {
-            if let #root::Durability::Ephemeral = <#ev as #root::Event>::DESCRIPTOR.durability {
-                ::core::panic!(#message);
+/// With `dedup` or `broadcast`: the event must be durable. The event type is written with its
+/// outer tokens at the option, so that the error points there, and its `Event` projection at
+/// the event type, so that a type that is no event is reported there only.
+fn durable_only(s: &Settings, ev: &syn::Type) -> TokenStream {
+    let dedup = s.dedup.as_ref().map(|(key, _)| key);
+    let root_at_event = crate::root::path_at(ev.span());
+    let reply = quote_spanned!(ev.span()=> <#ev as #root_at_event::Event>::Reply);
+    let checks = [dedup, s.broadcast.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|key| {
+            let span = key.span();
+            let root = crate::root::path_at(span);
+            quote_spanned! {span=>
+                <<#reply as __EventbusGate<#ev>>::Open as #root::DurableEvent>::__durable();
             }
-        };
-    })
+        });
+    quote!(#(#checks)*)
 }
 
 /// `HandlerOptions::DEFAULT` with each given option applied.
@@ -187,7 +180,7 @@ fn options(s: &Settings) -> TokenStream {
     if let Some(ms) = s.backoff_max_ms {
         out = quote!(#out.backoff_max(::core::time::Duration::from_millis(#ms)));
     }
-    if s.broadcast {
+    if s.broadcast.is_some() {
         out = quote!(#out.broadcast());
     }
     if let Some((_, secs)) = s.dedup {

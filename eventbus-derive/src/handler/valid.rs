@@ -1,8 +1,9 @@
 //! Every check on a `#[handler]`: the options' values and what can be seen of the signature.
 //!
-//! Whether the first argument is an event, the second is `Context` and the return type fits the
-//! event's reply can only be known by the compiler: `expand.rs` emits those checks as code
-//! spanned at the types, so the compiler's errors point there.
+//! Whether the first argument is an event, the others are `Context` or `State<T>`, the return
+//! type fits the event's reply and `dedup`/`broadcast` fit the event's durability can only be
+//! known by the compiler: `expand.rs` emits those checks as code spanned at the user's tokens,
+//! so the compiler's errors point there.
 
 use syn::{FnArg, Ident, ItemFn, ReturnType, Safety, Signature, Type};
 
@@ -16,8 +17,8 @@ pub(crate) struct Spec<'a> {
     pub(crate) ident: &'a Ident,
     /// The type of the first argument.
     pub(crate) event: &'a Type,
-    /// The type of the second argument, if any.
-    pub(crate) context: Option<&'a Type>,
+    /// The types of the further arguments: extractors (`Context`, `State<T>`).
+    pub(crate) extractors: Vec<&'a Type>,
     /// The return type when it has to be checked by the compiler (not for `()`).
     pub(crate) output: Option<&'a Type>,
     pub(crate) options: Settings,
@@ -31,7 +32,8 @@ pub(crate) struct Settings {
     pub(crate) max_deliveries: Option<u32>,
     pub(crate) backoff_ms: Option<u64>,
     pub(crate) backoff_max_ms: Option<u64>,
-    pub(crate) broadcast: bool,
+    /// `broadcast`: its key (errors about the event point there).
+    pub(crate) broadcast: Option<Ident>,
     /// `dedup`: its key (errors about the event point there) and the ttl in seconds.
     pub(crate) dedup: Option<(Ident, u64)>,
 }
@@ -40,7 +42,8 @@ pub(crate) struct Settings {
 /// `HandlerOptions::DEFAULT_DEDUP_TTL`.
 const DEFAULT_DEDUP_TTL_SECS: u64 = 86_400;
 
-const SHAPE: &str = "`async fn name(ev: MyEvent)` or `async fn name(ev: MyEvent, ctx: Context)`";
+const SHAPE: &str = "`async fn name(ev: MyEvent)`, followed by any of `ctx: Context` and \
+                     `state: State<T>`";
 
 /// Checks everything; `None` when the signature cannot be used at all (errors are in `cx`).
 pub(crate) fn validate<'a>(cx: &Ctxt, item: &'a ItemFn, options: &Options) -> Option<Spec<'a>> {
@@ -48,11 +51,11 @@ pub(crate) fn validate<'a>(cx: &Ctxt, item: &'a ItemFn, options: &Options) -> Op
     let sig = &item.sig;
     qualifiers(cx, sig);
     let output = output(cx, &sig.output);
-    let (event, context) = arguments(cx, sig)?;
+    let (event, extractors) = arguments(cx, sig)?;
     Some(Spec {
         ident: &sig.ident,
         event,
-        context,
+        extractors,
         output,
         options: settings,
     })
@@ -105,7 +108,7 @@ fn settings(cx: &Ctxt, o: &Options) -> Settings {
             .backoff_max_ms
             .as_ref()
             .and_then(|s| meta::number::<u64>(cx, &s.key, &s.value, 0)),
-        broadcast: o.broadcast.is_some(),
+        broadcast: o.broadcast.as_ref().map(|b| b.key.clone()),
         dedup: o
             .dedup
             .as_ref()
@@ -159,23 +162,16 @@ fn qualifiers(cx: &Ctxt, sig: &Signature) {
     }
 }
 
-/// The event argument and the optional `Context` argument.
-fn arguments<'a>(cx: &Ctxt, sig: &'a Signature) -> Option<(&'a Type, Option<&'a Type>)> {
+/// The event argument and the extractors after it.
+fn arguments<'a>(cx: &Ctxt, sig: &'a Signature) -> Option<(&'a Type, Vec<&'a Type>)> {
     let mut types = Vec::new();
     for (i, arg) in sig.inputs.iter().enumerate() {
         match arg {
             FnArg::Receiver(r) => cx.error_spanned_by(
                 r,
                 "a handler is a free function, not a method, so it cannot take `self`; for \
-                 shared state, give it to the bus with `Bus::builder().state(value)` and read \
-                 it with `ctx.state::<T>()`",
-            ),
-            FnArg::Typed(t) if i >= 2 => cx.error_spanned_by(
-                t,
-                format!(
-                    "a handler takes at most two arguments, the event and `Context`: {SHAPE}; \
-                     for shared state, use `ctx.state::<T>()`"
-                ),
+                 shared state, give it to the bus with `Bus::builder().state(value)` and take \
+                 it as an argument `state: State<T>`",
             ),
             FnArg::Typed(t) => {
                 by_value(cx, &t.ty, i);
@@ -189,19 +185,16 @@ fn arguments<'a>(cx: &Ctxt, sig: &'a Signature) -> Option<(&'a Type, Option<&'a 
             format!("a handler takes the event it handles as its first argument: {SHAPE}"),
         );
     }
-    match types.as_slice() {
-        [event] => Some((event, None)),
-        [event, context, ..] => Some((event, Some(context))),
-        [] => None,
-    }
+    let (event, extractors) = types.split_first()?;
+    Some((event, extractors.to_vec()))
 }
 
-/// The event and the context are taken by value: the handler's future must be `'static`.
+/// The event and the extractors are taken by value: the handler's future must be `'static`.
 fn by_value(cx: &Ctxt, ty: &Type, index: usize) {
     let what = if index == 0 {
         "the event (`ev: MyEvent`)"
     } else {
-        "the context (`ctx: Context`, it is cheap to clone)"
+        "`Context` and `State<T>` (they are cheap to clone)"
     };
     let problem = match ty {
         Type::Reference(_) => "a reference",

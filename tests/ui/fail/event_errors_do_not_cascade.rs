@@ -3,7 +3,7 @@
 use eventbus_core::prelude::*;
 
 #[derive(Event, Serialize, Deserialize)]
-#[event(ephemeral, channel = "orders.{region}", maxlen = 5)]
+#[event(ephemeral, channel = "orders.{region}", max_len = 5)]
 struct OrderCreated {
     id: u64,
 }

@@ -5,7 +5,7 @@ use eventbus_core::prelude::*;
 struct TwoDots;
 
 #[derive(Event, Serialize, Deserialize)]
-#[event(namespace = "shop.orders.")]
+#[event(module = "shop.orders.")]
 struct TrailingDot;
 
 #[derive(Event, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 use eventbus_core::prelude::*;
 
 #[derive(Event, Serialize, Deserialize)]
-#[event(max_len = 1000)]
+#[event(max_length = 1000)]
 struct Typo;
 
 #[derive(Event, Serialize, Deserialize)]

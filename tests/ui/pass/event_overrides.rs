@@ -6,7 +6,7 @@ use eventbus_core::prelude::*;
 struct Named;
 
 #[derive(Event, Serialize, Deserialize)]
-#[event(namespace = "shop.billing")]
+#[event(module = "shop.billing")]
 struct PaymentRequested {
     order_id: String,
 }
@@ -16,7 +16,7 @@ struct PaymentRequested {
 struct OnLegacyChannel;
 
 #[derive(Event, Serialize, Deserialize)]
-#[event(durable, maxlen = 10_000, version = 3)]
+#[event(durable, max_len = 10_000, version = 3)]
 struct Bounded;
 
 #[derive(Event, Serialize, Deserialize)]

@@ -1,4 +1,5 @@
-//! Every accepted handler shape registers, with its options, and runs on the memory bus.
+//! Every accepted handler shape registers, with its options and the state it needs, and runs
+//! on the memory bus.
 use eventbus_core::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -19,6 +20,15 @@ struct Pong {
 }
 
 static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Default)]
+struct Db {
+    calls: AtomicUsize,
+}
+
+struct Config {
+    name: &'static str,
+}
 
 #[handler]
 async fn event_only(_ev: OrderCreated) {
@@ -64,6 +74,40 @@ async fn answer(ping: Ping) -> Result<Pong, HandlerError> {
     Ok(Pong { n: ping.n + 1 })
 }
 
+#[handler]
+async fn with_state(_ev: OrderCreated, db: State<Db>) {
+    db.calls.fetch_add(1, Ordering::SeqCst);
+}
+
+#[handler]
+async fn with_context_and_state(
+    _ev: OrderCreated,
+    ctx: Context,
+    db: State<Db>,
+) -> Result<(), HandlerError> {
+    assert_eq!(ctx.attempt(), 1);
+    db.calls.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+#[handler]
+async fn two_states_then_context(
+    _ev: OrderCreated,
+    db: State<Db>,
+    config: State<Config>,
+    _ctx: Context,
+) {
+    assert_eq!(config.name, "signatures");
+    db.calls.fetch_add(1, Ordering::SeqCst);
+}
+
+#[handler]
+async fn answer_with_state(ping: Ping, config: State<Config>) -> Result<Pong, HandlerError> {
+    Ok(Pong {
+        n: ping.n + config.name.len() as u32,
+    })
+}
+
 mod nested {
     use eventbus_core::prelude::*;
 
@@ -91,7 +135,7 @@ async fn main() {
     assert_eq!(o.group, Some("billing"));
     assert_eq!(o.concurrency, 8);
     assert_eq!(o.max_deliveries, 3);
-    assert_eq!(o.backoff_initial, std::time::Duration::from_millis(50));
+    assert_eq!(o.backoff, std::time::Duration::from_millis(50));
     assert_eq!(o.backoff_max, std::time::Duration::from_secs(2));
 
     assert_eq!(
@@ -103,9 +147,33 @@ async fn main() {
     registration("string_error");
     registration("alias_result");
 
-    let bus = Bus::memory();
-    let pong = eventbus_core::testing::call_handler(&bus, "answer", &Ping { n: 41 }).await.unwrap();
+    let needs = |name: &str| -> Vec<&'static str> {
+        (registration(name).required_state)()
+            .iter()
+            .map(|r| r.type_name)
+            .collect()
+    };
+    assert!(needs("with_context").is_empty());
+    assert_eq!(needs("with_state"), [std::any::type_name::<Db>()]);
+    assert_eq!(needs("with_context_and_state"), [std::any::type_name::<Db>()]);
+    assert_eq!(
+        needs("two_states_then_context"),
+        [std::any::type_name::<Db>(), std::any::type_name::<Config>()]
+    );
+
+    let bus = Bus::builder()
+        .state(Db::default())
+        .state(Config { name: "signatures" })
+        .build()
+        .unwrap();
+    let pong = eventbus_core::testing::call_handler(&bus, "answer", &Ping { n: 41 })
+        .await
+        .unwrap();
     assert_eq!(pong, Pong { n: 42 });
+    let pong = eventbus_core::testing::call_handler(&bus, "answer_with_state", &Ping { n: 1 })
+        .await
+        .unwrap();
+    assert_eq!(pong, Pong { n: 11 });
     let ev = OrderCreated {
         order_id: "o-1".into(),
     };
@@ -119,6 +187,16 @@ async fn main() {
         eventbus_core::testing::call_handler(&bus, name, &ev).await.unwrap();
     }
     assert_eq!(CALLS.load(Ordering::SeqCst), 5);
+    for name in [
+        "with_state",
+        "with_context_and_state",
+        "two_states_then_context",
+    ] {
+        eventbus_core::testing::call_handler(&bus, name, &ev)
+            .await
+            .unwrap();
+    }
+    assert_eq!(bus.state::<Db>().unwrap().calls.load(Ordering::SeqCst), 3);
 }
 
 #[allow(non_camel_case_types)]

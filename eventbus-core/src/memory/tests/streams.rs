@@ -142,7 +142,7 @@ async fn idle_entries_of_a_dead_consumer_are_claimed() {
 }
 
 #[tokio::test]
-async fn maxlen_trims_the_stream_and_releases_unread_entries() {
+async fn max_len_trims_the_stream_and_releases_unread_entries() {
     let t = MemoryTransport::new();
     let c = t.consume(group(ORDERS, "billing", "c1")).await.unwrap();
     t.publish(durable(ORDERS, 0)).await.unwrap();

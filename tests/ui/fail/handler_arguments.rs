@@ -3,10 +3,12 @@ use eventbus_core::prelude::*;
 #[derive(Event, Serialize, Deserialize)]
 struct OrderCreated;
 
+struct Db;
+
 #[handler]
 async fn nothing() {}
 
 #[handler]
-async fn three(_ev: OrderCreated, _ctx: Context, _db: String) {}
+async fn borrowed_state(_ev: OrderCreated, _ctx: Context, _db: &State<Db>) {}
 
 fn main() {}

@@ -1,7 +1,7 @@
 use eventbus_core::prelude::*;
 
 #[derive(Event, Serialize, Deserialize)]
-#[event(ephemeral, maxlen = 1000)]
+#[event(ephemeral, max_len = 1000)]
 struct Presence;
 
 fn main() {}

@@ -1,9 +1,7 @@
 use eventbus_core::prelude::*;
 
 #[derive(Event, Serialize, Deserialize)]
+#[event(name = "shop.orders.OrderCreated", module = "shop.orders")]
 struct OrderCreated;
-
-#[handler]
-async fn charge(_ev: OrderCreated, _db: String) {}
 
 fn main() {}
