@@ -3,7 +3,7 @@
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -33,9 +33,10 @@ pub struct BusConfig {
     pub namespace: Option<String>,
     /// The CloudEvents `source` of published events (default: the binary's name).
     pub source: String,
-    /// Name of this instance, used for consumer names and the reply channel
-    /// (default: `host-pid-n`). Give it a stable value (a pod name) to have a restarted
-    /// instance re-read its own pending entries at once instead of waiting for `claim_idle`.
+    /// Name of this instance: the base of its consumer name and reply channel (default:
+    /// `<host>-<binary>`). Stable across restarts, so a restarted instance re-reads its own
+    /// pending entries at once; a lease keeps two live processes from sharing it (the second
+    /// gets `<instance>-2`), see [`Bus::consumer_name`].
     pub instance: String,
     /// Pub/sub messages buffered per subscriber before the oldest are dropped (default 65,536,
     /// about what Redis itself buffers for a subscriber before it disconnects it).
@@ -65,7 +66,7 @@ impl Default for BusConfig {
         BusConfig {
             namespace: None,
             source: default_source(),
-            instance: default_instance(),
+            instance: crate::identity::default_instance(),
             subscriber_capacity: 65_536,
             subscriber_capacity_bytes: 64 << 20,
             default_max_len: Some(100_000),
@@ -84,31 +85,6 @@ fn default_source() -> String {
         .ok()
         .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "eventbus".to_owned())
-}
-
-fn default_instance() -> String {
-    static N: AtomicUsize = AtomicUsize::new(1);
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned());
-    let host: String = host
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    format!(
-        "{host}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// Builds a [`Bus`]: transport, namespace, state, limits.
@@ -217,6 +193,7 @@ impl BusBuilder {
                 in_flight: Activity::new(),
                 replies: tokio::sync::OnceCell::new(),
                 started: AtomicBool::new(false),
+                consumers: Default::default(),
                 config,
             }),
         })
@@ -314,6 +291,7 @@ pub(crate) struct Inner {
     pub(crate) in_flight: Activity,
     pub(crate) replies: tokio::sync::OnceCell<ReplyRouter>,
     started: AtomicBool,
+    pub(crate) consumers: crate::consumers::Consumers,
 }
 
 /// The most published events [`Bus::published`] remembers; older ones are forgotten.
@@ -654,13 +632,16 @@ impl Bus {
                 let spec = ConsumerSpec {
                     stream: self.key(event.channel),
                     group: runner.group.clone(),
-                    consumer: self.inner.config.instance.clone(),
+                    consumer: crate::consumers::consumer_name(self, options.mode).await,
                     mode: options.mode,
                     start: self.inner.config.start_from,
                     claim_idle: self.inner.config.claim_idle,
                     stats: self.inner.stats.clone(),
                 };
                 let consumer = self.inner.transport.consume(spec).await?;
+                self.inner
+                    .consumers
+                    .started(self.key(event.channel), &runner.group, options.mode);
                 tracing::debug!(handler = %runner.name, stream = %self.key(event.channel), group = %runner.group, mode = ?options.mode, "stream consumer started");
                 Ok(self.spawn(runner, |r| dispatch::run_stream(r, consumer)))
             }
@@ -793,6 +774,7 @@ impl Bus {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        crate::consumers::release(self).await;
         // Only now: handlers that were finishing could still publish follow-ups and requests.
         self.inner.closed.cancel();
         self.inner.transport.close().await;
@@ -902,7 +884,10 @@ impl Bus {
 
     /// Waits until nothing is queued or being handled: every published message was handled,
     /// dead-lettered or dropped, including what handlers published in turn. No sleeps needed in
-    /// tests. On Redis it waits for the handler calls running in this process.
+    /// tests. On Redis it waits for the handler calls running in this process and until every
+    /// consumer group this bus consumes has nothing unread and nothing pending (`XINFO GROUPS`:
+    /// lag and pending, whoever holds them). Pub/sub subscribers and broadcast readers of other
+    /// processes are not covered: nobody can tell what they still have to do.
     ///
     /// # Panics
     ///
@@ -924,7 +909,7 @@ impl Bus {
                 if idle() {
                     // Give tasks that were just woken a chance to take the next message.
                     tokio::task::yield_now().await;
-                    if idle() {
+                    if idle() && crate::consumers::backlog_drained(self).await && idle() {
                         return;
                     }
                 }
@@ -938,9 +923,10 @@ impl Bus {
         };
         tokio::time::timeout(timeout, wait).await.map_err(|_| {
             Error::Config(format!(
-                "the bus did not settle within {timeout:?}: {} messages queued or pending in the transport, {} handler calls in flight",
+                "the bus did not settle within {timeout:?}: {} messages queued or pending in the transport, {} handler calls in flight, {} entries unread or pending in its consumer groups",
                 activity.as_ref().map_or(0, Activity::get),
-                self.inner.in_flight.get()
+                self.inner.in_flight.get(),
+                self.inner.consumers.last_backlog()
             ))
         })
     }

@@ -34,6 +34,7 @@
 pub mod activity;
 mod bus;
 pub mod channel;
+mod consumers;
 mod context;
 mod dedup;
 mod dispatch;
@@ -41,6 +42,7 @@ pub mod envelope;
 mod error;
 pub mod event;
 pub mod handler;
+pub mod identity;
 pub mod memory;
 pub mod queue;
 mod reply;

@@ -1,5 +1,5 @@
-//! Request/reply over the bus: each bus instance listens on its own reply channel
-//! (`<namespace>eventbus.reply.<instance>`); a request carries it in the `replyto` attribute and
+//! Request/reply over the bus: each bus listens on its own reply channel
+//! (`<namespace>eventbus.reply.<instance>-<pid>-<n>`); a request carries it in the `replyto` attribute and
 //! the handler's reply comes back with the request's id as `causationid`.
 
 use std::collections::HashMap;
@@ -38,7 +38,9 @@ async fn router(bus: &Bus) -> Result<&ReplyRouter> {
     bus.inner
         .replies
         .get_or_try_init(|| async {
-            let channel = bus.key(&format!("eventbus.reply.{}", bus.config().instance));
+            // Unique to this bus: two instances of one name must not get each other's replies.
+            let instance = crate::identity::process_unique(&bus.config().instance);
+            let channel = bus.key(&format!("eventbus.reply.{instance}"));
             let mut sub = bus
                 .transport()
                 .subscribe(SubscribeSpec {

@@ -120,6 +120,7 @@ mod dead_letter;
 mod dedup;
 mod error;
 mod introspect;
+mod lease;
 mod publish;
 mod pubsub;
 mod reply;
@@ -130,8 +131,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use eventbus_core::transport::{
-    ConsumerSpec, DeadLetter, DeadLetterEntry, Outgoing, Receipt, StreamConsumer, SubscribeSpec,
-    Subscription, Target,
+    ConsumerSpec, DeadLetter, DeadLetterEntry, LeaseState, Outgoing, Receipt, StreamConsumer,
+    SubscribeSpec, Subscription, Target,
 };
 use eventbus_core::{Durability, Error, Result, Transport};
 use redis::aio::ConnectionManagerConfig;
@@ -374,6 +375,28 @@ impl Transport for RedisTransport {
     async fn dedup_mark(&self, key: &str, ttl: std::time::Duration) -> Result<()> {
         self.check_open()?;
         dedup::mark(&self.inner, key, ttl).await
+    }
+
+    async fn hold_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        replacing: Option<&str>,
+    ) -> Result<LeaseState> {
+        self.check_open()?;
+        lease::hold(&self.inner, key, holder, ttl, replacing).await
+    }
+
+    async fn release_lease(&self, key: &str, holder: &str) -> Result<()> {
+        self.check_open()?;
+        lease::release(&self.inner, key, holder).await
+    }
+
+    /// Lag plus pending of the group (`XINFO GROUPS`).
+    async fn backlog(&self, stream: &str, group: &str) -> Result<Option<u64>> {
+        self.check_open()?;
+        streams::backlog(self, stream, group).await
     }
 
     async fn close(&self) {

@@ -31,7 +31,10 @@
 mod broadcast;
 mod group;
 mod in_flight;
+mod membership;
 mod reader;
+
+pub(crate) use membership::backlog;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +67,8 @@ pub(crate) async fn consume(
             };
             create_group(inner, &spec.stream, &spec.group, start).await?;
             check_read_permission(inner, &spec).await?;
+            let after = membership::prune_after(inner, spec.claim_idle);
+            membership::prune(inner, &spec.stream, &spec.group, &spec.consumer, after).await;
             Ok(group::GroupConsumer::start(inner.clone(), spec))
         }
         ConsumeMode::Broadcast => {
