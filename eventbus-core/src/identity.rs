@@ -138,7 +138,8 @@ fn process() -> &'static Process {
     })
 }
 
-/// The start time of process `pid`; `Ok(None)` when there is no such process.
+/// The start time of process `pid`; `Ok(None)` when there is no such process, or only its
+/// exit status waits to be collected (a zombie).
 fn start_of(pid: &str) -> std::io::Result<Option<String>> {
     let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => s,
@@ -151,11 +152,12 @@ fn start_of(pid: &str) -> std::io::Result<Option<String>> {
         .rsplit_once(')')
         .map(|(_, rest)| rest)
         .ok_or_else(|| std::io::Error::other("unexpected /proc stat format"))?;
-    after
-        .split_whitespace()
-        .nth(19)
-        .map(|s| Some(s.to_owned()))
-        .ok_or_else(|| std::io::Error::other("unexpected /proc stat format"))
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    match (fields.first(), fields.get(19)) {
+        (Some(&("Z" | "X" | "x")), _) => Ok(None),
+        (Some(_), Some(start)) => Ok(Some((*start).to_owned())),
+        _ => Err(std::io::Error::other("unexpected /proc stat format")),
+    }
 }
 
 fn uid_of(pid: &str) -> Option<String> {
