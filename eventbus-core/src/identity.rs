@@ -14,17 +14,22 @@
 //! tell them apart. So before its first consumer group starts, a bus takes a lease on its name
 //! (`<namespace.>eventbus.instance:<name>`, see [`Transport::hold_lease`]), renews it every
 //! [`RENEW_EVERY`] and releases it at the end of a graceful shutdown, after its last ack. The
-//! lease's value says who holds it ([`Holder`]). A bus tries `base`, `base-2`, `base-3`, … and
-//! takes the first name that is
+//! lease's value says who holds it (`Holder`). A bus looks at `base`, `base-2`, `base-3`, … and
+//! takes
 //!
-//! * free, or held by itself;
-//! * held by a holder known to be dead: a process of the same machine, user and pid namespace
-//!   that is gone (its pid is unused, or used by a process started at another time), or a bus of
-//!   this process that no longer holds it. A crashed instance restarted on the same host takes its
-//!   name back at once, with the pending entries under it;
-//! * held by a holder it cannot check (another machine or container) that does not renew its
-//!   lease: the lease expires within [`LEASE_TTL`], and the bus waits for that. A live holder
-//!   renews within [`RENEW_EVERY`], and the bus moves on to the next name.
+//! * a name held by a holder known to be dead: a process of the same machine, user and pid
+//!   namespace that is gone (its pid is unused, or used by a process started at another time),
+//!   or a bus of this process that no longer holds it. A crashed instance restarted on its host
+//!   takes its name back at once, with the pending entries under it; such a name wins over a
+//!   free one, so the scan goes on past the first free name until a second one;
+//! * otherwise the first name that is free (or held by itself), or whose holder it cannot check
+//!   (another machine or container) and does not renew its lease: the lease expires within
+//!   [`LEASE_TTL`], and the bus waits for that. A live holder renews within [`RENEW_EVERY`], and
+//!   the bus moves on to the next name.
+//!
+//! A crashed instance whose lease expired before it was restarted finds its name free: if it
+//! was `base`, the restart re-reads its entries as before; under another name (`base-2`, a
+//! second copy) they wait for a claim after `claim_idle`.
 //!
 //! A transport that cannot hold leases (the default of [`Transport::hold_lease`]) gets a name
 //! unique to the process instead, as does a bus whose lease request fails (an ACL that forbids
@@ -383,46 +388,71 @@ impl Identity {
     }
 }
 
-/// The first name of `base`, `base-2`, … this holder can have; `None` when every candidate is
-/// held by a live process.
+/// The name of `base`, `base-2`, … this holder gets; `None` when every candidate is held by a
+/// live process.
+///
+/// A name held by a dead holder comes first: its pending entries wait for exactly this
+/// restart. So the scan goes on past the first free name (held meanwhile) until a second free
+/// one, where the names in use end.
 async fn claim_name(
     transport: &dyn Transport,
     base: &str,
     value: &str,
     key: &impl Fn(&str) -> String,
 ) -> crate::Result<Option<String>> {
+    let mut free: Option<String> = None;
     for n in 1..=MAX_CANDIDATES {
         let name = if n == 1 {
             base.to_owned()
         } else {
             format!("{base}-{n}")
         };
-        if take(transport, &key(&name), value).await? {
+        let lease = key(&name);
+        let (holder, remaining) = match transport.hold_lease(&lease, value, LEASE_TTL, None).await?
+        {
+            LeaseState::Held if free.is_none() => {
+                free = Some(name);
+                continue;
+            }
+            LeaseState::Held => {
+                transport.release_lease(&lease, value).await?;
+                break;
+            }
+            LeaseState::HeldBy { holder, remaining } => (holder, remaining),
+        };
+        let taken = match Holder::liveness(&holder) {
+            Liveness::Alive => false,
+            Liveness::Dead => take_over(transport, &lease, value, &holder).await?,
+            // Waiting only pays before a free name: after it, the bus takes that one.
+            Liveness::Unknown if free.is_none() => {
+                watch(transport, &lease, value, &holder, remaining).await?
+            }
+            Liveness::Unknown => false,
+        };
+        if taken {
+            if let Some(free) = free {
+                transport.release_lease(&key(&free), value).await?;
+            }
             return Ok(Some(name));
         }
     }
-    Ok(None)
+    Ok(free)
 }
 
-/// Takes the lease `key` if it is free, held by a dead holder, or expires without renewal.
-async fn take(transport: &dyn Transport, key: &str, value: &str) -> crate::Result<bool> {
-    let (holder, remaining) = match transport.hold_lease(key, value, LEASE_TTL, None).await? {
-        LeaseState::Held => return Ok(true),
-        LeaseState::HeldBy { holder, remaining } => (holder, remaining),
-    };
-    match Holder::liveness(&holder) {
-        Liveness::Alive => Ok(false),
-        Liveness::Dead => {
-            let state = transport
-                .hold_lease(key, value, LEASE_TTL, Some(&holder))
-                .await?;
-            if state == LeaseState::Held {
-                tracing::info!(%key, previous = %holder, "took over the lease of a process that is gone");
-            }
-            Ok(state == LeaseState::Held)
-        }
-        Liveness::Unknown => watch(transport, key, value, &holder, remaining).await,
+/// Takes the lease `key` from `holder`, known to be dead.
+async fn take_over(
+    transport: &dyn Transport,
+    key: &str,
+    value: &str,
+    holder: &str,
+) -> crate::Result<bool> {
+    let state = transport
+        .hold_lease(key, value, LEASE_TTL, Some(holder))
+        .await?;
+    if state == LeaseState::Held {
+        tracing::info!(%key, previous = %holder, "took over the lease of a process that is gone");
     }
+    Ok(state == LeaseState::Held)
 }
 
 /// Waits for the lease of a holder this process cannot check: true once it expired and is

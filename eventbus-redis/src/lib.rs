@@ -27,13 +27,15 @@
 //! | templated channel (`tenant.{tenant}.presence`) or `subscribe_pattern` | `PSUBSCRIBE tenant.*.presence` |
 //! | durable event | `XADD <stream> MAXLEN ~ N * specversion 1.0 id … data <json>` |
 //! | durable handler group | consumer group `<group>` on the stream, created with `XGROUP CREATE … MKSTREAM` |
-//! | handler instance | consumer `<instance>` of that group (`host-pid-n` unless configured) |
+//! | handler instance | consumer `<instance>` of that group (`<host>-<binary>` unless configured; `<instance>-2`, … while another live process holds the name) |
+//! | consumer name held by a live process | `SET <namespace.>eventbus.instance:<name> <holder> PX 10000` (a script: only when free, ours or held by a dead holder), renewed every second, deleted at shutdown |
+//! | consumer that is gone | `XGROUP DELCONSUMER` when it has no pending entry (checked in the same script): at its graceful stop, or by another member once idle past `claim_idle` |
 //! | handled entry | `XACK <stream> <group> <id>…`, only after the handler succeeded or gave up |
 //! | dead entry of a crashed instance | claimed by a live one with `XAUTOCLAIM` after `claim_idle` |
 //! | broadcast handler | `XREAD` from the position the instance started at; no group, no ack |
 //! | dead letter | `XADD <stream>.dlq MAXLEN ~ 100000 * dlq.reason … <original fields>` |
 //! | event handled by a `dedup` group | `SET eventbus.dedup:<stream>:<group>:<event id> 1 PX <ttl>`, checked with `EXISTS` before each call |
-//! | request/reply | `PUBLISH` of the request; the reply comes on `eventbus.reply.<instance>` |
+//! | request/reply | `PUBLISH` of the request; the reply comes on `eventbus.reply.<instance>-<pid>-<n>` |
 //!
 //! ## Connections
 //!
@@ -101,7 +103,15 @@
 //! At least once. An entry read by a consumer stays in its group's pending list until it is
 //! acknowledged. A consumer that restarts under the same name re-reads its own pending entries
 //! first; entries of a consumer that died are claimed by a live one once they were idle for
-//! `claim_idle` (so `claim_idle` must exceed the longest handler call). When a stream or group
+//! `claim_idle` (so `claim_idle` must exceed the longest handler call). Consumer names are
+//! stable across restarts and leased, so that a restarted instance is that consumer again and
+//! two live ones never are (see `eventbus_core::identity`).
+//!
+//! A graceful stop leaves nothing pending: the consumer starts no new read, ends the blocking
+//! read in flight with `CLIENT UNBLOCK` (Redis put whatever that read returns in the consumer's
+//! pending list when it replied), handles and acknowledges what it returned with the rest, and
+//! leaves the group. `Bus::settle` waits until the bus's groups show no lag and no pending
+//! entries (`XINFO GROUPS`). When a stream or group
 //! vanished (`FLUSHALL`, a restart without persistence), the group is created again and counted
 //! in `Stats::groups_recreated` instead of failing forever.
 //!

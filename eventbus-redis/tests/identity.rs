@@ -659,3 +659,95 @@ async fn gone_consumers_that_own_nothing_are_removed_and_owners_of_pending_entri
         pruned.as_millis()
     );
 }
+
+/// A lease value of a process of this machine that is gone: what a crashed instance leaves.
+fn dead_local_holder() -> String {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap().trim().to_owned();
+    let mut gone = Command::new("true").spawn().expect("a short-lived process");
+    let pid = gone.id();
+    gone.wait().expect("reaped");
+    let uid = read("/proc/self/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("a uid")
+        .to_owned();
+    let pidns = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    format!(
+        "eventbus host={} boot={} pidns={} uid={uid} pid={pid} start=1 nonce=gone",
+        read("/proc/sys/kernel/hostname"),
+        read("/proc/sys/kernel/random/boot_id"),
+        pidns.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_takes_the_name_of_a_dead_instance_before_a_free_one() {
+    let server = RedisServer::start();
+    let ns = namespace("dead-second");
+    let url = server.url();
+    let publisher = common::bus(&url, &ns).await;
+    let events: Vec<OrderCreated> = (1..=3).map(|order_id| OrderCreated { order_id }).collect();
+    publisher.publish_all(&events).await.unwrap();
+    let stream = publisher.channel_of::<OrderCreated>();
+    // A second copy, `svc-2`, died holding entry 1; `svc` stopped gracefully (its name is free).
+    let mut raw = plain(&url).await;
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg(GROUP)
+        .arg("0")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg("svc-2")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{ns}.eventbus.instance:svc-2"))
+        .arg(dead_local_holder())
+        .arg("PX")
+        .arg(10_000)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+
+    let bus = builder(&url, &ns)
+        .await
+        .instance("svc")
+        .configure(|c| c.claim_idle = Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let handled = Recorder::default();
+    let h = handled.clone();
+    bus.subscribe_with(
+        HandlerOptions::new().group(GROUP),
+        move |o: OrderCreated| {
+            let h = h.clone();
+            async move { h.push(o.order_id) }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(bus.consumer_name(), Some("svc-2"));
+    assert!(common::wait_until(PATIENCE, || handled.len() == 3).await);
+    assert_eq!(handled.items(), [1, 2, 3]);
+    // The free name it looked at is free again.
+    let free: Option<String> = redis::cmd("GET")
+        .arg(format!("{ns}.eventbus.instance:svc"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(free, None);
+    bus.shutdown().await;
+    publisher.shutdown().await;
+}
