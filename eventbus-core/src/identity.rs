@@ -494,6 +494,7 @@ fn renew(lease: &Arc<Lease>, name: String) {
     let lease = Arc::downgrade(lease);
     tokio::spawn(async move {
         let mut lost = false;
+        let mut failing = false;
         loop {
             tokio::select! {
                 () = released.cancelled() => return,
@@ -508,8 +509,8 @@ fn renew(lease: &Arc<Lease>, name: String) {
                 .await
             {
                 Ok(LeaseState::Held) => {
-                    if std::mem::take(&mut lost) {
-                        tracing::info!(consumer = %name, "the consumer name's lease is held again");
+                    if std::mem::take(&mut lost) || std::mem::take(&mut failing) {
+                        tracing::info!(consumer = %name, "the consumer name's lease is renewed again");
                     }
                 }
                 Ok(LeaseState::HeldBy { holder, .. }) => {
@@ -519,7 +520,10 @@ fn renew(lease: &Arc<Lease>, name: String) {
                 }
                 Err(Error::Closed) => return,
                 Err(e) => {
-                    tracing::warn!(consumer = %name, error = %e, "cannot renew the consumer name's lease");
+                    // Once per outage: the consumers log the outage themselves.
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(consumer = %name, error = %e, "cannot renew the consumer name's lease (it lasts {LEASE_TTL:?}); retrying every {RENEW_EVERY:?}");
+                    }
                 }
             }
         }
