@@ -1,6 +1,5 @@
 //! The settings of a bus and their defaults.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::transport::StartFrom;
@@ -13,9 +12,10 @@ pub struct BusConfig {
     pub namespace: Option<String>,
     /// The CloudEvents `source` of published events (default: the binary's name).
     pub source: String,
-    /// Name of this instance, used for consumer names and the reply channel
-    /// (default: `host-pid-n`). Give it a stable value (a pod name) to have a restarted
-    /// instance re-read its own pending entries at once instead of waiting for `claim_idle`.
+    /// Name of this instance: the base of its consumer name and reply channel (default:
+    /// `<host>-<binary>`). Stable across restarts, so a restarted instance re-reads its own
+    /// pending entries at once; a lease keeps two live processes from sharing it (the second
+    /// gets `<instance>-2`), see [`Bus::consumer_name`](crate::Bus::consumer_name).
     pub instance: String,
     /// Pub/sub messages buffered per subscriber before the oldest are dropped (default 65,536,
     /// about what Redis itself buffers for a subscriber before it disconnects it).
@@ -45,7 +45,7 @@ impl Default for BusConfig {
         BusConfig {
             namespace: None,
             source: default_source(),
-            instance: default_instance(),
+            instance: crate::identity::default_instance(),
             subscriber_capacity: 65_536,
             subscriber_capacity_bytes: 64 << 20,
             default_max_len: Some(100_000),
@@ -64,29 +64,4 @@ fn default_source() -> String {
         .ok()
         .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "eventbus".to_owned())
-}
-
-fn default_instance() -> String {
-    static N: AtomicUsize = AtomicUsize::new(1);
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned());
-    let host: String = host
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    format!(
-        "{host}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::activity::Activity;
 use crate::channel::validate_template_value;
 use crate::config::BusConfig;
+use crate::consumers::Consumers;
 use crate::envelope::{Encoded, Metadata, rfc3339};
 use crate::error::{Error, Result};
 use crate::event::{Durability, Event, EventDescriptor};
@@ -117,6 +118,7 @@ pub(crate) struct Engine {
     in_flight: Activity,
     replies: tokio::sync::OnceCell<ReplyRouter>,
     started: AtomicBool,
+    consumers: Consumers,
 }
 
 impl Engine {
@@ -143,6 +145,7 @@ impl Engine {
             in_flight: Activity::new(),
             replies: tokio::sync::OnceCell::new(),
             started: AtomicBool::new(false),
+            consumers: Consumers::default(),
             config,
         }
     }
@@ -180,6 +183,11 @@ impl Engine {
 
     pub(crate) fn closed_token(&self) -> &CancellationToken {
         &self.closed
+    }
+
+    /// The bus's consumer name and the consumer groups it runs.
+    pub(crate) fn consumers(&self) -> &Consumers {
+        &self.consumers
     }
 
     pub(crate) fn replies(&self) -> &tokio::sync::OnceCell<ReplyRouter> {

@@ -157,7 +157,8 @@ pub enum Error {
     /// outstanding.
     #[error(
         "the bus did not settle within {timeout:?}: {queued} messages queued or pending in the \
-         transport, {in_flight} handler calls in flight"
+         transport, {in_flight} handler calls in flight, {backlog} entries unread or pending in \
+         its consumer groups"
     )]
     NotSettled {
         /// The timeout that elapsed.
@@ -166,6 +167,8 @@ pub enum Error {
         queued: usize,
         /// Handler calls running.
         in_flight: usize,
+        /// Entries unread or pending in the bus's consumer groups, when last asked.
+        backlog: u64,
     },
     /// Configuration read from the environment or a URL is invalid.
     #[error("{0}")]

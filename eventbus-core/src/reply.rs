@@ -1,5 +1,5 @@
-//! Request/reply over the bus: each bus instance listens on its own reply channel
-//! (`<namespace>eventbus.reply.<instance>`); a request carries it in the `replyto` attribute and
+//! Request/reply over the bus: each bus listens on its own reply channel
+//! (`<namespace>eventbus.reply.<instance>-<pid>-<n>`); a request carries it in the `replyto` attribute and
 //! the handler's reply comes back with the request's id as `causationid`.
 //!
 //! A reply without `causationid` is matched by its `correlationid` instead, which responders
@@ -43,7 +43,9 @@ async fn router(engine: &Engine) -> Result<&ReplyRouter> {
     engine
         .replies()
         .get_or_try_init(|| async {
-            let channel = engine.key(&format!("eventbus.reply.{}", engine.config().instance));
+            // Unique to this bus: two instances of one name must not get each other's replies.
+            let instance = crate::identity::process_unique(&engine.config().instance);
+            let channel = engine.key(&format!("eventbus.reply.{instance}"));
             let mut sub = engine
                 .transport()
                 .subscribe(SubscribeSpec {

@@ -113,7 +113,8 @@ pub struct ConsumerSpec {
     pub stream: String,
     /// The consumer group (ignored in broadcast mode).
     pub group: String,
-    /// This consumer's name within its group: the bus's instance name.
+    /// This consumer's name: the bus's instance name, held by a lease so that no two live
+    /// processes use it at once (see [`Transport::hold_lease`]).
     pub consumer: String,
     /// Group or broadcast.
     pub mode: ConsumeMode,
@@ -157,6 +158,28 @@ pub trait StreamConsumer: Send + Sync {
 
     /// Acknowledges handled entries (`XACK`). A no-op in broadcast mode.
     async fn ack(&self, entry_ids: &[String]) -> Result<()>;
+
+    /// The consumer is stopping: a `fetch` in flight should return soon, with what it was
+    /// handed already (the dispatcher still handles and acks that), and take nothing new.
+    async fn interrupt(&self) {}
+
+    /// Called once the consumer stopped and acked what it handled: it leaves its group when it
+    /// owns nothing (Redis: `XGROUP DELCONSUMER` when it has no pending entries).
+    async fn leave(&self) {}
+}
+
+/// Who holds a lease after [`Transport::hold_lease`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseState {
+    /// The caller holds it, until the ttl it asked for.
+    Held,
+    /// Someone else does.
+    HeldBy {
+        /// The holder's value.
+        holder: String,
+        /// Time left before the lease expires unless its holder renews it.
+        remaining: Duration,
+    },
 }
 
 /// Approximate length kept of every dead-letter stream (`MAXLEN ~`), so a flood of poison
@@ -322,6 +345,42 @@ pub trait Transport: Send + Sync + 'static {
             "this transport cannot keep the marks of `dedup` handlers",
             None,
         ))
+    }
+
+    /// Takes or renews the lease `key` for `holder` until `ttl` from now: when nobody holds it,
+    /// when `holder` holds it, or when `replacing` (a holder known to be dead) holds it
+    /// (Redis: a script of `GET` and `SET key holder PX ttl`). Leases keep two live processes
+    /// from using one consumer name.
+    ///
+    /// The default fails: the bus then gives its consumers a name unique to the process.
+    async fn hold_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+        replacing: Option<&str>,
+    ) -> Result<LeaseState> {
+        let _ = (key, holder, ttl, replacing);
+        Err(Error::transport(
+            self.name(),
+            "this transport cannot hold leases",
+            None,
+        ))
+    }
+
+    /// Ends the lease `key` if `holder` still holds it.
+    async fn release_lease(&self, key: &str, holder: &str) -> Result<()> {
+        let _ = (key, holder);
+        Ok(())
+    }
+
+    /// The entries of a consumer group not handled yet: those never delivered (lag) plus
+    /// those delivered and not acknowledged (pending), for `Bus::settle` (Redis: `XINFO
+    /// GROUPS`). `None` when the transport cannot tell, or counts them in
+    /// [`activity`](Transport::activity) already.
+    async fn backlog(&self, stream: &str, group: &str) -> Result<Option<u64>> {
+        let _ = (stream, group);
+        Ok(None)
     }
 
     /// The count of queued and pending work, for `Bus::settle`. Only in-process transports can

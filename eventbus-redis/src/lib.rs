@@ -27,13 +27,15 @@
 //! | templated channel (`tenant.{tenant}.presence`) or `subscribe_pattern` | `PSUBSCRIBE tenant.*.presence` |
 //! | durable event | `XADD <stream> MAXLEN ~ N * event <CloudEvents JSON>`: one field holding the same document as on pub/sub (entries with one field per attribute, CloudEvents binary mode, are read too) |
 //! | durable handler group | consumer group `<group>` on the stream, created with `XGROUP CREATE … MKSTREAM` |
-//! | handler instance | consumer `<instance>` of that group (`host-pid-n` unless configured) |
+//! | handler instance | consumer `<instance>` of that group (`<host>-<binary>` unless configured; `<instance>-2`, … while another live process holds the name) |
+//! | consumer name held by a live process | `SET <namespace.>eventbus.instance:<name> <holder> PX 10000` (a script: only when free, ours or held by a dead holder), renewed every second, deleted at shutdown |
+//! | consumer that is gone | `XGROUP DELCONSUMER` when it has no pending entry (checked in the same script): at its graceful stop, or by another member once idle past `claim_idle` |
 //! | handled entry | `XACK <stream> <group> <id>…`, only after the handler succeeded or gave up |
 //! | dead entry of a crashed instance | claimed by a live one with `XAUTOCLAIM` after `claim_idle` |
 //! | broadcast handler | `XREAD` from the position the instance started at; no group, no ack |
 //! | dead letter | `XADD <stream>.dlq MAXLEN ~ 100000 * dlq.reason … <original fields>`; for an ephemeral event `<channel>.dlq`, a templated channel written as its pattern |
 //! | event handled by a `dedup` group | `SET eventbus.dedup:<channel>:<group>:<event id> 1 PX <ttl>`, checked with `EXISTS` before each call |
-//! | request/reply | `PUBLISH` of the request (with `replyto`); the reply, naming the request in `causationid`, comes on `eventbus.reply.<instance>` |
+//! | request/reply | `PUBLISH` of the request (with `replyto`); the reply, naming the request in `causationid`, comes on `eventbus.reply.<instance>-<pid>-<n>` |
 //!
 //! ## Connections
 //!
@@ -101,7 +103,15 @@
 //! At least once. An entry read by a consumer stays in its group's pending list until it is
 //! acknowledged. A consumer that restarts under the same name re-reads its own pending entries
 //! first; entries of a consumer that died are claimed by a live one once they were idle for
-//! `claim_idle` (so `claim_idle` must exceed the longest handler call). When a stream or group
+//! `claim_idle` (so `claim_idle` must exceed the longest handler call). Consumer names are
+//! stable across restarts and leased, so that a restarted instance is that consumer again and
+//! two live ones never are (see `eventbus_core::identity`).
+//!
+//! A graceful stop leaves nothing pending: the consumer starts no new read, ends the blocking
+//! read in flight with `CLIENT UNBLOCK` (Redis put whatever that read returns in the consumer's
+//! pending list when it replied), handles and acknowledges what it returned with the rest, and
+//! leaves the group. `Bus::settle` waits until the bus's groups show no lag and no pending
+//! entries (`XINFO GROUPS`). When a stream or group
 //! vanished (`FLUSHALL`, a restart without persistence), the group is created again and counted
 //! in `Stats::groups_recreated` instead of failing forever.
 //!
@@ -120,6 +130,7 @@ mod dead_letter;
 mod dedup;
 mod error;
 mod introspect;
+mod lease;
 mod publish;
 mod pubsub;
 mod reply;
@@ -130,8 +141,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use eventbus_core::transport::{
-    ConsumerSpec, DeadLetter, DeadLetterEntry, Outgoing, Receipt, StreamConsumer, SubscribeSpec,
-    Subscription, Target,
+    ConsumerSpec, DeadLetter, DeadLetterEntry, LeaseState, Outgoing, Receipt, StreamConsumer,
+    SubscribeSpec, Subscription, Target,
 };
 use eventbus_core::{Durability, Error, Result, Transport};
 use redis::aio::ConnectionManagerConfig;
@@ -374,6 +385,28 @@ impl Transport for RedisTransport {
     async fn dedup_mark(&self, key: &str, ttl: std::time::Duration) -> Result<()> {
         self.check_open()?;
         dedup::mark(&self.inner, key, ttl).await
+    }
+
+    async fn hold_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        replacing: Option<&str>,
+    ) -> Result<LeaseState> {
+        self.check_open()?;
+        lease::hold(&self.inner, key, holder, ttl, replacing).await
+    }
+
+    async fn release_lease(&self, key: &str, holder: &str) -> Result<()> {
+        self.check_open()?;
+        lease::release(&self.inner, key, holder).await
+    }
+
+    /// Lag plus pending of the group (`XINFO GROUPS`).
+    async fn backlog(&self, stream: &str, group: &str) -> Result<Option<u64>> {
+        self.check_open()?;
+        streams::backlog(self, stream, group).await
     }
 
     async fn close(&self) {

@@ -98,6 +98,13 @@ impl Bus {
         self.engine.stats().clone()
     }
 
+    /// The consumer name this bus's consumer-group members use, once its first durable handler
+    /// started: the [instance name](crate::BusConfig::instance), or that name with a suffix
+    /// (`-2`, `-3`, …) when another live process holds it. See the README's Shutdown section.
+    pub fn consumer_name(&self) -> Option<&str> {
+        self.engine.consumers().name()
+    }
+
     /// The physical key of a channel: the namespace prefix plus the channel.
     pub fn key(&self, channel: &str) -> String {
         self.engine.key(channel)

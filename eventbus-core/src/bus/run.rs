@@ -93,6 +93,7 @@ impl Bus {
         engine.shutdown_token().cancel();
         engine.tasks().close();
         engine.tasks().wait().await;
+        crate::consumers::release(engine).await;
         // Only now: handlers that were finishing could still publish follow-ups and requests.
         engine.closed_token().cancel();
         engine.transport().close().await;

@@ -158,7 +158,10 @@ fn write(path: &Path, text: &str) {
 
 /// Waits until nothing is queued or being handled: every published message was handled,
 /// dead-lettered or dropped, including what handlers published in turn. No sleeps needed in
-/// tests. On Redis it waits for the handler calls running in this process.
+/// tests. On Redis it waits for the handler calls running in this process and until every
+/// consumer group this bus consumes has nothing unread and nothing pending (`XINFO GROUPS`:
+/// lag and pending, whoever holds them). Pub/sub subscribers and broadcast readers of other
+/// processes are not covered: nobody can tell what they still have to do.
 ///
 /// # Panics
 ///
@@ -182,7 +185,7 @@ pub async fn try_settle(bus: &Bus, timeout: Duration) -> Result<()> {
             if idle() {
                 // Give tasks that were just woken a chance to take the next message.
                 tokio::task::yield_now().await;
-                if idle() {
+                if idle() && crate::consumers::backlog_drained(engine).await && idle() {
                     return;
                 }
             }
@@ -200,6 +203,7 @@ pub async fn try_settle(bus: &Bus, timeout: Duration) -> Result<()> {
             timeout,
             queued: activity.as_ref().map_or(0, Activity::get),
             in_flight: in_flight.get(),
+            backlog: engine.consumers().last_backlog(),
         })
 }
 

@@ -10,8 +10,9 @@
 //!   batched;
 //! * a `dedup` handler's entry whose event id its group handled already is acked without a
 //!   call; after a successful call the id is marked, then acked (see `dedup.rs`);
-//! * on shutdown, reading stops and in-flight calls finish; an entry waiting for a retry stays
-//!   pending in its stream and is delivered again later.
+//! * on shutdown, reading stops, the entries of a read in flight and the calls in flight are
+//!   handled and acked; an entry waiting for a retry stays pending in its stream and is
+//!   delivered again later (first of all to the same consumer name).
 //!
 //! Handler calls run concurrently inside the dispatcher task (no task spawned per message).
 
@@ -331,6 +332,11 @@ pub(crate) async fn run_pubsub(runner: Runner, mut sub: Box<dyn Subscription>) {
 }
 
 /// Runs a durable stream consumer until the handler is stopped.
+///
+/// On a stop it starts no new read, but a read in flight is awaited (the transport is asked to
+/// cut its wait short): Redis puts what it hands over in this consumer's pending list when it
+/// replies, so dropping the read would strand those entries. They are handled and acked like
+/// the others, then the consumer leaves its group if it owns nothing.
 pub(crate) async fn run_stream(runner: Runner, consumer: Arc<dyn StreamConsumer>) {
     let mut in_flight = FuturesUnordered::new();
     let mut fetch: Option<BoxFuture<'static, crate::Result<Vec<Delivery>>>> = None;
@@ -381,11 +387,34 @@ pub(crate) async fn run_stream(runner: Runner, consumer: Arc<dyn StreamConsumer>
             }
         }
     }
-    drop(fetch);
+    if let Some(read) = fetch.take() {
+        let (_, batch) = tokio::join!(consumer.interrupt(), read);
+        match batch {
+            Ok(batch) => {
+                if !batch.is_empty() {
+                    tracing::debug!(handler = %runner.name, count = batch.len(), "stopping: handling the entries of the last read");
+                }
+                for delivery in batch {
+                    in_flight.push(runner.process(delivery));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(handler = %runner.name, error = %e, "stopping: the last read failed");
+            }
+        }
+    }
     while let Some(outcome) = in_flight.next().await {
         collect(outcome, &mut acks);
     }
     flush_acks(&runner, &*consumer, &mut acks).await;
+    consumer.leave().await;
+    if let Some(event) = &runner.event {
+        let stream = runner.engine.key(event.channel);
+        runner
+            .engine
+            .consumers()
+            .stopped(stream, &runner.group, runner.options.mode);
+    }
 }
 
 fn collect(outcome: Outcome, acks: &mut Vec<String>) {

@@ -61,13 +61,16 @@ pub(crate) async fn start(
             let spec = ConsumerSpec {
                 stream: engine.key(event.channel),
                 group: runner.group.clone(),
-                consumer: engine.config().instance.clone(),
+                consumer: crate::consumers::consumer_name(engine, options.mode).await,
                 mode: options.mode,
                 start: engine.config().start_from,
                 claim_idle: engine.config().claim_idle,
                 stats: engine.stats().clone(),
             };
             let consumer = engine.transport().consume(spec).await?;
+            engine
+                .consumers()
+                .started(engine.key(event.channel), &runner.group, options.mode);
             tracing::debug!(handler = %runner.name, stream = %engine.key(event.channel), group = %runner.group, mode = ?options.mode, "stream consumer started");
             Ok(spawn(engine, runner, |r| run_stream(r, consumer)))
         }

@@ -2,9 +2,12 @@
 //! broadcast reader (`XREAD` from its own position).
 //!
 //! `fetch` changes the shared state only in the poll that returns the batch, synchronously under
-//! the stream lock, so dropping a `fetch` future (the dispatcher does at shutdown) loses nothing.
+//! the stream lock, so dropping a `fetch` future loses nothing. A stopping dispatcher awaits its
+//! fetch in flight (Redis hands entries over when it replies); `interrupt` makes that fetch
+//! return at once, empty, so a shutdown does not wait for [`MAX_WAIT`].
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +37,8 @@ pub(super) struct GroupConsumer {
     consumer: u32,
     claim_idle: Duration,
     notify: Arc<Notify>,
+    /// Set by `interrupt`: fetches return empty from then on.
+    stopping: AtomicBool,
     local: Mutex<Local>,
 }
 
@@ -72,6 +77,7 @@ impl GroupConsumer {
             consumer,
             claim_idle: spec.claim_idle,
             notify,
+            stopping: AtomicBool::new(false),
             local: Mutex::new(Local {
                 backlog,
                 next_claim_check: Instant::now(),
@@ -197,6 +203,10 @@ impl StreamConsumer for GroupConsumer {
                 if self.conn.is_closed() {
                     return Err(Error::Closed);
                 }
+                // The same for `interrupt`.
+                if self.stopping.load(Ordering::Acquire) {
+                    return Ok(Vec::new());
+                }
                 let stream = streams
                     .get_mut(&self.stream)
                     .ok_or_else(|| self.missing())?;
@@ -240,6 +250,21 @@ impl StreamConsumer for GroupConsumer {
             None => Ok(()),
         }
     }
+
+    async fn interrupt(&self) {
+        stop_waiting(&self.stopping, &self.shared, &self.stream);
+    }
+}
+
+/// Sets `stopping` and wakes the fetches waiting on `stream`: like `close`, the flag is set
+/// before the lock is taken, so a fetch either sees it or gets the wake-up.
+fn stop_waiting(stopping: &AtomicBool, shared: &Shared, stream: &str) {
+    stopping.store(true, Ordering::Release);
+    let mut streams = lock(&shared.streams);
+    if let Some(stream) = streams.get_mut(stream) {
+        stream.has_waiters = true;
+        stream.wake();
+    }
 }
 
 /// A broadcast reader: sees every entry added after it started; nothing is acked.
@@ -249,6 +274,7 @@ pub(super) struct BroadcastConsumer {
     stream: String,
     id: u64,
     notify: Arc<Notify>,
+    stopping: AtomicBool,
 }
 
 impl BroadcastConsumer {
@@ -266,6 +292,7 @@ impl BroadcastConsumer {
             stream: spec.stream,
             id,
             notify,
+            stopping: AtomicBool::new(false),
         }
     }
 }
@@ -281,6 +308,9 @@ impl StreamConsumer for BroadcastConsumer {
                 let mut streams = lock(&self.shared.streams);
                 if self.conn.is_closed() {
                     return Err(Error::Closed);
+                }
+                if self.stopping.load(Ordering::Acquire) {
+                    return Ok(Vec::new());
                 }
                 let Some(stream) = streams.get_mut(&self.stream) else {
                     return Ok(Vec::new());
@@ -314,6 +344,10 @@ impl StreamConsumer for BroadcastConsumer {
 
     async fn ack(&self, _entry_ids: &[String]) -> Result<()> {
         Ok(())
+    }
+
+    async fn interrupt(&self) {
+        stop_waiting(&self.stopping, &self.shared, &self.stream);
     }
 }
 

@@ -37,6 +37,7 @@
 mod consumer;
 mod dedup;
 mod inspect;
+mod lease;
 mod pubsub;
 mod streams;
 #[cfg(test)]
@@ -58,8 +59,8 @@ use crate::activity::Activity;
 use crate::envelope::WireBody;
 use crate::error::{Error, Result};
 use crate::transport::{
-    ConsumeMode, ConsumerSpec, DeadLetter, DeadLetterEntry, Outgoing, Receipt, StreamConsumer,
-    SubscribeSpec, Subscription, Transport,
+    ConsumeMode, ConsumerSpec, DeadLetter, DeadLetterEntry, LeaseState, Outgoing, Receipt,
+    StreamConsumer, SubscribeSpec, Subscription, Transport,
 };
 
 /// An in-process message store with the semantics of Redis pub/sub and Redis Streams.
@@ -79,6 +80,8 @@ pub(super) struct Shared {
     ids: AtomicU64,
     /// The marks of `dedup` handlers.
     marks: dedup::Marks,
+    /// Leases on consumer names.
+    leases: lease::Leases,
 }
 
 impl Shared {
@@ -115,6 +118,7 @@ impl MemoryTransport {
             activity: Activity::new(),
             ids: AtomicU64::new(1),
             marks: dedup::Marks::default(),
+            leases: lease::Leases::default(),
         });
         MemoryTransport::connect(shared)
     }
@@ -314,6 +318,27 @@ impl Transport for MemoryTransport {
         Ok(())
     }
 
+    /// Leases are shared by every clone of the transport, like keys of one Redis; closing a
+    /// handle ends the leases taken through it.
+    async fn hold_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        replacing: Option<&str>,
+    ) -> Result<LeaseState> {
+        self.ensure_open()?;
+        Ok(self
+            .shared
+            .leases
+            .hold(key, holder, ttl, replacing, self.conn.id))
+    }
+
+    async fn release_lease(&self, key: &str, holder: &str) -> Result<()> {
+        self.shared.leases.release(key, holder);
+        Ok(())
+    }
+
     fn activity(&self) -> Option<Activity> {
         Some(self.shared.activity.clone())
     }
@@ -321,11 +346,13 @@ impl Transport for MemoryTransport {
     /// Closes this handle's connection: its subscriptions return `None` from `next()` once their
     /// buffer is drained, its consumers' `fetch` returns `Ok(vec![])`, its broadcast readers are
     /// removed, and publishing through it fails with [`Error::Closed`]. Pending entries of its
-    /// group consumers stay pending (another instance can claim them), and other clones of the
+    /// group consumers stay pending (another instance can claim them, and an instance of the
+    /// same name re-reads them), the leases taken through it end, and other clones of the
     /// transport are not affected.
     async fn close(&self) {
         self.conn.closed.store(true, Ordering::Release);
         self.shared.pubsub.close_connection(self.conn.id);
+        self.shared.leases.release_connection(self.conn.id);
         let mut streams = lock(&self.shared.streams);
         let conn = self.conn.id;
         for stream in streams.iter_mut() {

@@ -9,7 +9,7 @@ use eventbus_core::envelope::WireBody;
 use eventbus_core::transport::{ConsumerSpec, Delivery, StreamConsumer};
 use eventbus_core::{Error, Result};
 
-use super::reader::Reader;
+use super::reader::{Interrupter, Reader};
 use crate::Inner;
 use crate::error::{On, command_failed_as, unexpected};
 use crate::reply;
@@ -17,6 +17,7 @@ use crate::reply;
 pub(super) struct BroadcastConsumer {
     inner: Arc<Inner>,
     stream: String,
+    interrupter: Interrupter,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -32,11 +33,10 @@ impl BroadcastConsumer {
             "broadcast reader \"{}\" of stream \"{}\"",
             spec.consumer, spec.stream
         );
+        let reader = Reader::new(&inner, what, spec.stats);
         BroadcastConsumer {
-            state: tokio::sync::Mutex::new(State {
-                reader: Reader::new(&inner, what, spec.stats),
-                last_id,
-            }),
+            interrupter: reader.interrupter.clone(),
+            state: tokio::sync::Mutex::new(State { reader, last_id }),
             inner,
             stream: spec.stream,
         }
@@ -58,15 +58,19 @@ impl StreamConsumer for BroadcastConsumer {
             .arg("STREAMS")
             .arg(&self.stream)
             .arg(&st.last_id);
-        let value = st.reader.cmd(&cmd).await.map_err(|e| {
+        let what = st.reader.what.clone();
+        let Some(value) = st.reader.blocking_cmd(&cmd).await.map_err(|e| {
             command_failed_as(
                 self.inner.address.user(),
                 "XREAD",
                 On::Key(&self.stream),
-                format!("XREAD for {}", st.reader.what),
+                format!("XREAD for {what}"),
                 e,
             )
-        })?;
+        })?
+        else {
+            return Ok(Vec::new());
+        };
         let entries = reply::read_reply(value).ok_or_else(|| {
             unexpected(format!(
                 "XREAD for {}: unexpected reply shape",
@@ -92,5 +96,9 @@ impl StreamConsumer for BroadcastConsumer {
 
     async fn ack(&self, _entry_ids: &[String]) -> Result<()> {
         Ok(())
+    }
+
+    async fn interrupt(&self) {
+        self.interrupter.interrupt(&self.inner.publisher).await;
     }
 }

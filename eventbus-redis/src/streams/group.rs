@@ -13,7 +13,8 @@ use redis::{RedisError, Value};
 use tokio::time::Instant;
 
 use super::in_flight::InFlight;
-use super::reader::Reader;
+use super::membership;
+use super::reader::{Interrupter, Reader};
 use super::{block_millis, create_group_cmd, group_created};
 use crate::Inner;
 use crate::error::{
@@ -41,6 +42,10 @@ pub(super) struct GroupConsumer {
     stats: Arc<Stats>,
     what: String,
     in_flight: InFlight,
+    /// Ends the blocking read of a stopping consumer (the state is locked by that read).
+    interrupter: Interrupter,
+    /// Members idle this long that own nothing are removed from the group.
+    prune_after: Duration,
     state: tokio::sync::Mutex<GroupState>,
 }
 
@@ -65,9 +70,12 @@ impl GroupConsumer {
             "consumer \"{}\" of group \"{}\" on stream \"{}\"",
             spec.consumer, spec.group, spec.stream
         );
+        let reader = Reader::new(&inner, what.clone(), spec.stats.clone());
         GroupConsumer {
+            interrupter: reader.interrupter.clone(),
+            prune_after: membership::prune_after(&inner, spec.claim_idle),
             state: tokio::sync::Mutex::new(GroupState {
-                reader: Reader::new(&inner, what.clone(), spec.stats.clone()),
+                reader,
                 own_pending: Some("0".to_owned()),
                 next_claim: Instant::now(),
                 claim_cursor: "0-0".to_owned(),
@@ -131,6 +139,10 @@ impl GroupConsumer {
         if let Some(cursor) = st.own_pending.clone() {
             return self.own_pending(st, &cursor, max).await;
         }
+        if self.interrupter.is_stopping() {
+            // A claim or a read of new entries would hand over entries nobody will handle.
+            return Ok(Vec::new());
+        }
         let now = Instant::now();
         if now >= st.next_claim {
             let claimed = self.claim(st, max).await?;
@@ -143,11 +155,14 @@ impl GroupConsumer {
             .saturating_duration_since(Instant::now())
             .min(self.inner.options.block);
         let cmd = self.xreadgroup(max, Some(block_millis(wait)), ">");
-        let value = st
+        let Some(value) = st
             .reader
-            .cmd(&cmd)
+            .blocking_cmd(&cmd)
             .await
-            .map_err(|e| self.failed("XREADGROUP", e))?;
+            .map_err(|e| self.failed("XREADGROUP", e))?
+        else {
+            return Ok(Vec::new());
+        };
         let entries = self.parse_read(value)?;
         Ok(self.deliveries(entries.into_iter().map(|e| (e, 1))))
     }
@@ -241,6 +256,15 @@ impl GroupConsumer {
             }
             if st.claim_cursor == "0-0" {
                 st.next_claim = Instant::now() + self.claim_every;
+                // A full scan: members whose work was claimed and who read no more are gone.
+                membership::prune(
+                    &self.inner,
+                    &self.stream,
+                    &self.group,
+                    &self.consumer,
+                    self.prune_after,
+                )
+                .await;
                 break;
             }
             if claimed.len() >= max {
@@ -408,6 +432,26 @@ impl StreamConsumer for GroupConsumer {
                 format!("XACK of {} entries for {}", entry_ids.len(), self.what),
                 e,
             )),
+        }
+    }
+
+    async fn interrupt(&self) {
+        self.interrupter.interrupt(&self.inner.publisher).await;
+    }
+
+    /// Removes this consumer from its group if it owns nothing (an entry kept for a retry, or
+    /// whose ack failed, stays pending under its name for the next instance).
+    async fn leave(&self) {
+        match membership::remove_if_idle(&self.inner, &self.stream, &self.group, &self.consumer)
+            .await
+        {
+            Ok(true) => tracing::debug!(consumer = %self.what, "left the group"),
+            Ok(false) => {
+                tracing::info!(consumer = %self.what, "stays in the group: it has pending entries, which its next instance reads first")
+            }
+            Err(e) => {
+                tracing::debug!(consumer = %self.what, error = %e, "cannot leave the group")
+            }
         }
     }
 }

@@ -18,6 +18,11 @@
 //! While a handler runs, its entry's idle time is reset regularly ([`in_flight`]), so a slow
 //! handler does not look like a dead consumer.
 //!
+//! A stopping consumer takes no claim and starts no blocking read; a blocking read in flight is
+//! ended with `CLIENT UNBLOCK` ([`reader`]) and its reply handed to the dispatcher, which handles
+//! it, acks, and lets the consumer leave its group. Members that are gone and own nothing are
+//! removed from the group ([`membership`]); a member with pending entries never is.
+//!
 //! A **broadcast consumer** ([`broadcast`]) reads the whole stream with `XREAD` from the position
 //! it started at; nothing is acknowledged.
 //!
@@ -31,7 +36,10 @@
 mod broadcast;
 mod group;
 mod in_flight;
+mod membership;
 mod reader;
+
+pub(crate) use membership::backlog;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +72,8 @@ pub(crate) async fn consume(
             };
             create_group(inner, &spec.stream, &spec.group, start).await?;
             check_read_permission(inner, &spec).await?;
+            let after = membership::prune_after(inner, spec.claim_idle);
+            membership::prune(inner, &spec.stream, &spec.group, &spec.consumer, after).await;
             Ok(group::GroupConsumer::start(inner.clone(), spec))
         }
         ConsumeMode::Broadcast => {
