@@ -86,7 +86,10 @@ async fn settle_waits_for_chains_of_follow_up_events() {
 
 #[test]
 fn an_invalid_namespace_is_refused() {
-    let err = Bus::builder().namespace("bad namespace").build().unwrap_err();
+    let err = Bus::builder()
+        .namespace("bad namespace")
+        .build()
+        .unwrap_err();
     assert!(matches!(err, eventbus_core::Error::Channel { .. }), "{err}");
 }
 
