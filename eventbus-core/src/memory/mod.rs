@@ -5,14 +5,17 @@
 //!
 //! * **pub/sub** for ephemeral events: `PUBLISH` fans a message out to every subscription of the
 //!   channel and to every pattern subscription (`PSUBSCRIBE`, Redis glob rules) that matches, at
-//!   most once; nothing is stored, so a subscriber that is not there misses it. A subscriber
-//!   that falls behind its buffer loses the oldest messages, counted in `Stats::dropped`.
+//!   most once, and answers the receivers as Redis counts them (per connection); nothing is
+//!   stored, so a subscriber that is not there misses it. A subscriber that falls behind its
+//!   buffer loses the oldest messages, counted in `Stats::dropped`.
 //! * **streams with consumer groups** for durable events: `XADD` appends an entry with a
 //!   Redis-style id (`<ms>-<seq>`) and trims to `MAXLEN`; each consumer group gets every entry,
 //!   the consumers of one group compete for them. An entry handed to a consumer stays in the
 //!   group's pending entries list until it is acked; a consumer restarted under the same name
 //!   gets its own pending entries again, and entries idle too long in another consumer's list
-//!   are claimed (`XAUTOCLAIM`). Delivery is therefore at least once, as with Redis.
+//!   are claimed (`XAUTOCLAIM`). Delivery is therefore at least once, as with Redis. An entry
+//!   being handled is leased to its consumer, as the Redis transport renews its idle time: a
+//!   slow handler's entry is not claimed by another consumer.
 //! * **broadcast readers** (`XREAD`): every reader sees every entry added after it started.
 //! * **dead-letter streams**: ordinary streams (`<stream>.dlq`) that can be listed and replayed.
 //! * **the marks of `dedup` handlers**: keys with an expiry, like `SET key 1 PX ttl`.
@@ -324,7 +327,7 @@ impl Transport for MemoryTransport {
     }
 
     /// Closes this handle's connection: its subscriptions return `None` from `next()` once their
-    /// buffer is drained, its consumers' `fetch` returns `Ok(vec![])`, its broadcast readers are
+    /// buffer is drained, its consumers' `fetch` fails with [`Error::Closed`], its broadcast readers are
     /// removed, and publishing through it fails with [`Error::Closed`]. Pending entries of its
     /// group consumers stay pending and their leases end (another instance claims them after
     /// `claim_idle`), and other clones of the transport are not affected.
