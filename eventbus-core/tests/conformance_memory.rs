@@ -12,6 +12,13 @@ fn every_rule_is_listed_once() {
     let areas: std::collections::BTreeSet<&str> = RULES.iter().map(|r| r.area).collect();
     assert_eq!(
         areas.into_iter().collect::<Vec<_>>(),
-        ["dead_letters", "failures", "publishing", "pubsub", "requests", "streams"]
+        [
+            "dead_letters",
+            "failures",
+            "publishing",
+            "pubsub",
+            "requests",
+            "streams"
+        ]
     );
 }

@@ -23,14 +23,15 @@
 //!
 //! The rules, by area:
 //!
-//! * [`pubsub`]: ephemeral events: fan-out, at most once, patterns, templates, slow subscribers,
-//!   payloads of other producers;
-//! * [`streams`]: durable events: groups, competing instances, broadcast, concurrency, order,
+//! * [`pubsub`], ephemeral events: fan-out, at most once, patterns, templates, slow
+//!   subscribers, payloads of other producers;
+//! * [`streams`], durable events: groups, competing instances, broadcast, concurrency, order,
 //!   acks, claims, leases, where a new group starts, entries of other producers;
-//! * [`failures`]: retries, dead letters, panics, undecodable and oversized payloads;
-//! * [`dead_letters`]: replay, and the `dedup` guard;
-//! * [`requests`]: request/reply;
-//! * [`publishing`]: the handler's context, follow-ups, batches, namespaces, shutdown.
+//! * [`failures`], failed deliveries: retries, dead letters, panics, undecodable and oversized
+//!   payloads;
+//! * [`dead_letters`], what happens after: replay, and the `dedup` guard;
+//! * [`requests`], request/reply: replies, errors, no responders, timeouts;
+//! * [`publishing`], around a handler: its context, follow-ups, batches, namespaces, shutdown.
 
 mod events;
 mod support;

@@ -14,25 +14,34 @@ use crate::envelope::Metadata;
 use crate::error::Error;
 use crate::{Context, HandlerError};
 
+/// What a handler saw of its context.
+#[derive(Clone)]
+struct Seen {
+    meta: Metadata,
+    channel: String,
+    entry_id: Option<String>,
+    attempt: u32,
+    tenant: Option<String>,
+}
+
 /// The handler's [`Context`] carries the event's attributes as published: id, type, source,
 /// version, correlation id, headers, the concrete channel, the stream entry and the attempt.
 pub async fn the_context_carries_the_attributes_of_the_event(backend: &dyn Backend) {
     let setup = Setup::new(backend, "context");
     let bus = setup.bus().await;
-    let seen: Recorder<(Metadata, String, Option<String>, u32, Option<String>)> =
-        Recorder::default();
+    let seen: Recorder<Seen> = Recorder::default();
     let s = seen.clone();
     bus.subscribe_with(
         move |_: Order, ctx: Context| {
             let s = s.clone();
             async move {
-                s.push((
-                    ctx.metadata().clone(),
-                    ctx.channel().to_owned(),
-                    ctx.entry_id().map(str::to_owned),
-                    ctx.attempt(),
-                    ctx.header("tenant").map(str::to_owned),
-                ))
+                s.push(Seen {
+                    meta: ctx.metadata().clone(),
+                    channel: ctx.channel().to_owned(),
+                    entry_id: ctx.entry_id().map(str::to_owned),
+                    attempt: ctx.attempt(),
+                    tenant: ctx.header("tenant").map(str::to_owned),
+                })
             }
         },
         FAST,
@@ -47,7 +56,13 @@ pub async fn the_context_carries_the_attributes_of_the_event(backend: &dyn Backe
         .await
         .expect("publish");
     eventually("the handler call", || seen.len() >= 1).await;
-    let (meta, channel, entry_id, attempt, tenant) = seen.items().remove(0);
+    let Seen {
+        meta,
+        channel,
+        entry_id,
+        attempt,
+        tenant,
+    } = seen.items().remove(0);
     assert_eq!(meta.id, receipt.event_id);
     assert_eq!(meta.event_type, "conformance.orders.Order");
     assert_eq!(meta.source, "conformance");

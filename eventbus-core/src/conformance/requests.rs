@@ -110,7 +110,7 @@ pub async fn a_durable_request_is_answered_by_a_consumer_group(backend: &dyn Bac
     let (server, client) = (setup.bus().await, setup.bus().await);
     server
         .subscribe_with(
-            |q: RenameUser| async move { Ok::<_, HandlerError>(q.id % 2 == 0) },
+            |q: RenameUser| async move { Ok::<_, HandlerError>(q.id.is_multiple_of(2)) },
             FAST.group("users"),
         )
         .await
