@@ -170,6 +170,25 @@ pub enum Error {
         /// Entries unread or pending in the bus's consumer groups, when last asked.
         backlog: u64,
     },
+    /// [`Transport::replay_dead_letter`](crate::Transport::replay_dead_letter) found no dead
+    /// letter with that id (it was replayed already, or never existed).
+    #[error("no dead letter {id} in `{dlq}`")]
+    NoSuchDeadLetter {
+        /// The dead-letter stream.
+        dlq: String,
+        /// The id asked for.
+        id: String,
+    },
+    /// A dead letter cannot be replayed: it does not say where it came from.
+    #[error("dead letter {id} in `{dlq}` cannot be replayed: {reason}")]
+    InvalidDeadLetter {
+        /// The dead-letter stream.
+        dlq: String,
+        /// Its id.
+        id: String,
+        /// What is missing.
+        reason: &'static str,
+    },
     /// Configuration read from the environment or a URL is invalid.
     #[error("{0}")]
     Config(String),

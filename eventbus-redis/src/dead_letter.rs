@@ -2,7 +2,8 @@
 //! and the original entry. Written with `XADD`, listed with `XRANGE`, replayed to the original
 //! channel or stream and removed (`XDEL`) in one transaction.
 
-use eventbus_core::envelope::{self, WireBody};
+use eventbus_core::envelope::WireBody;
+use eventbus_core::replay::Replay;
 use eventbus_core::transport::{DeadLetter, DeadLetterEntry, Receipt};
 use eventbus_core::{Error, Result};
 use redis::Value;
@@ -85,50 +86,38 @@ pub(crate) async fn read(inner: &Inner, dlq: &str, count: usize) -> Result<Vec<D
     Ok(out)
 }
 
+/// Replays a dead letter as [`Replay`] says: the original entry re-added to its stream (or the
+/// payload published on its channel) and the dead letter removed, in one transaction.
 pub(crate) async fn replay(inner: &Inner, dlq: &str, id: &str) -> Result<Receipt> {
     let entry = range(inner, dlq, id, id, 1)
         .await?
         .into_iter()
         .next()
         .and_then(|e| to_entry(dlq, e))
-        .ok_or_else(|| {
-            Error::transport(
-                crate::error::TRANSPORT,
-                format!("no dead letter {id} in \"{dlq}\""),
-                None,
-            )
+        .ok_or_else(|| Error::NoSuchDeadLetter {
+            dlq: dlq.to_owned(),
+            id: id.to_owned(),
         })?;
-    let letter = entry.letter;
-    if letter.channel.is_empty() {
-        return Err(unexpected(format!(
-            "dead letter {id} in \"{dlq}\" does not name its channel (no dlq.channel field)"
-        )));
-    }
-    let event_id = envelope::decode(&letter.channel, &letter.body)
-        .map(|d| d.meta.id)
-        .ok()
-        .filter(|id| !id.is_empty())
-        .or_else(|| letter.entry_id.clone())
-        .unwrap_or_else(|| id.to_owned());
+    let replay = Replay::of(entry)?;
     let mut pipe = redis::pipe();
     pipe.atomic();
-    let what = match &letter.body {
+    let what = match &replay.body {
         WireBody::Fields(fields) => {
             let fields: Vec<_> = fields
                 .iter()
                 .map(|(k, v)| (std::borrow::Cow::Borrowed(k.as_str()), v.clone()))
                 .collect();
-            pipe.add_command(xadd(&letter.channel, None, &fields));
+            pipe.add_command(xadd(&replay.channel, None, &fields));
             format!(
                 "replay of dead letter {id} from \"{dlq}\" to stream \"{}\"",
-                letter.channel
+                replay.channel
             )
         }
         WireBody::Json(payload) => {
-            pipe.cmd("PUBLISH").arg(&letter.channel).arg(&payload[..]);
+            pipe.cmd("PUBLISH").arg(&replay.channel).arg(&payload[..]);
             format!(
                 "replay of dead letter {id} from \"{dlq}\" to channel \"{}\"",
-                letter.channel
+                replay.channel
             )
         }
     };
@@ -138,23 +127,14 @@ pub(crate) async fn replay(inner: &Inner, dlq: &str, id: &str) -> Result<Receipt
         .query_async(&mut conn)
         .await
         .map_err(|e| command_failed(what.clone(), e))?;
-    let mut receipt = Receipt {
-        event_id,
-        channel: letter.channel.clone(),
-        stream_id: None,
-        receivers: None,
+    let receipt = if replay.to_stream() {
+        let stream_id =
+            reply::text(&value).ok_or_else(|| unexpected(format!("{what}: reply {value:?}")))?;
+        replay.receipt(Some(stream_id), None)
+    } else {
+        let receivers = reply::int(&value).and_then(|n| u64::try_from(n).ok());
+        replay.receipt(None, receivers)
     };
-    match letter.body {
-        WireBody::Fields(_) => {
-            receipt.stream_id = Some(
-                reply::text(&value)
-                    .ok_or_else(|| unexpected(format!("{what}: reply {value:?}")))?,
-            )
-        }
-        WireBody::Json(_) => {
-            receipt.receivers = reply::int(&value).and_then(|n| u64::try_from(n).ok());
-        }
-    }
-    tracing::info!(dlq, id, channel = %letter.channel, "dead letter replayed");
+    tracing::info!(dlq, id, channel = %replay.channel, "dead letter replayed");
     Ok(receipt)
 }

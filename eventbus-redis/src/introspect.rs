@@ -3,42 +3,18 @@
 //!
 //! Keys and channels here are physical names: pass them with the bus namespace
 //! ([`Bus::key`](eventbus_core::Bus::key), [`Bus::channel_of`](eventbus_core::Bus::channel_of)).
+//! Groups and consumers come in the types the memory transport answers with too
+//! ([`eventbus_core::inspect`]).
 
 use std::time::Duration;
 
 use eventbus_core::Result;
+use eventbus_core::inspect::{ConsumerInfo, GroupInfo};
 use redis::Value;
 
 use crate::RedisTransport;
 use crate::error::{command_failed, is_no_such_key, unexpected};
 use crate::reply;
-
-/// A consumer group of a stream (`XINFO GROUPS`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GroupInfo {
-    /// The group name (a handler group).
-    pub name: String,
-    /// Members that ever read from it (consumer names).
-    pub consumers: u64,
-    /// Entries delivered to a member and not acknowledged yet.
-    pub pending: u64,
-    /// The last entry id handed to the group.
-    pub last_delivered_id: String,
-    /// Entries not yet delivered to the group; `None` when Redis cannot tell (after
-    /// deletions or trimming).
-    pub lag: Option<u64>,
-}
-
-/// A member of a consumer group (`XINFO CONSUMERS`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConsumerInfo {
-    /// The consumer name (the bus instance name).
-    pub name: String,
-    /// Entries it read and did not acknowledge yet.
-    pub pending: u64,
-    /// Time since its last read or claim.
-    pub idle: Duration,
-}
 
 fn field_u64(fields: &[(String, Value)], name: &str) -> Option<u64> {
     fields

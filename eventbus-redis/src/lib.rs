@@ -150,7 +150,7 @@ use redis::{AsyncConnectionConfig, ProtocolVersion};
 use tokio_util::sync::CancellationToken;
 
 pub use config::RedisOptions;
-pub use introspect::{ConsumerInfo, GroupInfo};
+pub use eventbus_core::inspect::{ConsumerInfo, GroupInfo};
 
 use config::ServerAddress;
 use pubsub::PubSubHub;

@@ -25,20 +25,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use eventbus_core::envelope::WireBody;
-use eventbus_core::queue::DropOldestQueue;
+use eventbus_core::queue::SubscriberQueue;
 use eventbus_core::stats::Stats;
 use eventbus_core::transport::{Delivery, SubscribeSpec, Subscription, Target};
 use eventbus_core::{Error, Result};
 use redis::aio::{AsyncPushSender, ConnectionManager, ConnectionManagerConfig, SendError};
 use redis::{ProtocolVersion, PushInfo, PushKind, Value};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Inner;
 use crate::error::command_failed;
 
-/// At most one "subscriber too slow" warning per subscriber in this interval.
-const DROP_WARN_INTERVAL: Duration = Duration::from_secs(5);
 /// Pause between two probes of a lost pub/sub connection.
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -196,12 +193,7 @@ impl PubSubHub {
             return Err(Error::Closed);
         }
         let subscriber = Arc::new(Subscriber {
-            queue: DropOldestQueue::with_max_bytes(spec.capacity, spec.capacity_bytes),
-            capacity: spec.capacity,
-            stats: spec.stats,
-            target: spec.target.clone(),
-            unreported_drops: AtomicU64::new(0),
-            last_drop_warning: Mutex::new(None),
+            queue: SubscriberQueue::new(&spec),
         });
         let id = self.routes.next_id.fetch_add(1, Ordering::Relaxed);
         let first = self.routes.insert(&spec.target, id, subscriber.clone());
@@ -254,14 +246,9 @@ fn describe(target: &Target) -> String {
     }
 }
 
-/// One local subscriber: its bounded buffer and where its drops are counted.
+/// One local subscriber: its bounded buffer, which counts and reports what it drops.
 struct Subscriber {
-    queue: DropOldestQueue<Delivery>,
-    capacity: usize,
-    stats: Arc<Stats>,
-    target: Target,
-    unreported_drops: AtomicU64,
-    last_drop_warning: Mutex<Option<Instant>>,
+    queue: SubscriberQueue,
 }
 
 impl Subscriber {
@@ -273,31 +260,7 @@ impl Subscriber {
             delivery_count: 1,
             token: None,
         };
-        if let Ok(dropped @ 1..) = self.queue.push(delivery, payload.len()) {
-            Stats::add(&self.stats.dropped, dropped as u64);
-            self.unreported_drops
-                .fetch_add(dropped as u64, Ordering::Relaxed);
-            self.warn_drops();
-        }
-    }
-
-    fn warn_drops(&self) {
-        let now = Instant::now();
-        let mut last = self
-            .last_drop_warning
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|t| now.duration_since(t) < DROP_WARN_INTERVAL) {
-            return;
-        }
-        *last = Some(now);
-        let dropped = self.unreported_drops.swap(0, Ordering::Relaxed);
-        tracing::warn!(
-            target = %self.target.as_str(),
-            dropped,
-            capacity = self.capacity,
-            "a pub/sub subscriber cannot keep up: its oldest messages were dropped"
-        );
+        self.queue.offer(delivery, payload.len());
     }
 }
 
@@ -387,8 +350,8 @@ impl Routes {
             .chain(table.patterns.values())
             .flatten()
         {
-            if !out.iter().any(|o| Arc::ptr_eq(o, &s.stats)) {
-                out.push(s.stats.clone());
+            if !out.iter().any(|o| Arc::ptr_eq(o, s.queue.stats())) {
+                out.push(s.queue.stats().clone());
             }
         }
         out
@@ -593,7 +556,7 @@ struct RedisSubscription {
 #[async_trait]
 impl Subscription for RedisSubscription {
     async fn next(&mut self) -> Option<Delivery> {
-        self.subscriber.queue.pop().await
+        self.subscriber.queue.next().await
     }
 }
 

@@ -1,18 +1,15 @@
-//! The idempotency guard of `dedup` handlers on Redis: the marks are string keys with an
-//! expiry, set after a successful call and checked before the next one; an entry without an
-//! event id is recognised by its stream entry id; an ACL user that may not read the marks
-//! fails at subscribe.
+//! The idempotency guard of `dedup` handlers on Redis, beyond the rules of the conformance suite
+//! (skips, failed calls, replays): the marks are string keys with an expiry, none is set for a
+//! failed call, an entry without an event id is marked by its stream entry id, and an ACL user
+//! that may not read the marks fails at subscribe.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{
-    PATIENCE, Recorder, RedisServer, bus, namespace, plain, wait_until, wait_until_async,
-};
+use common::{PATIENCE, Recorder, RedisServer, bus, namespace, plain, wait_until};
 use eventbus_core::prelude::*;
 use eventbus_core::{Error, StatsSnapshot};
-use eventbus_redis::RedisTransport;
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[event(name = "shop.OrderCreated")]
@@ -45,30 +42,6 @@ async fn recorded(b: &Bus, options: HandlerOptions) -> Recorder<u32> {
     rec
 }
 
-/// The entries of a stream as (entry id, fields).
-async fn entries(url: &str, stream: &str) -> Vec<(String, Vec<(String, String)>)> {
-    let mut raw = plain(url).await;
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    reply
-        .ids
-        .into_iter()
-        .map(|e| {
-            let fields = e
-                .map
-                .iter()
-                .map(|(k, v)| (k.clone(), redis::from_redis_value_ref(v).unwrap()))
-                .collect();
-            (e.id, fields)
-        })
-        .collect()
-}
-
 /// `PTTL key` in milliseconds (-2: no such key).
 async fn pttl(url: &str, key: &str) -> i64 {
     let mut raw = plain(url).await;
@@ -84,44 +57,23 @@ async fn settled(b: &Bus, done: impl Fn(&StatsSnapshot) -> bool) {
     assert!(ok, "{:?}", b.stats());
 }
 
+/// The mark of a handled event is a string key that expires after the handler's ttl. (That
+/// the group then skips the event is a rule of the conformance suite.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_id_is_handled_once_and_marked_with_the_ttl() {
+async fn a_mark_is_a_key_that_expires_after_the_handlers_ttl() {
     let server = RedisServer::start();
     let ns = namespace("dedup");
     let b = bus(&server.url(), &ns).await;
     let handled = recorded(&b, options()).await;
     let receipt = b.publish(&OrderCreated { order_id: 1 }).await.unwrap();
     settled(&b, |s| s.handled == 1).await;
-
+    assert_eq!(handled.items(), vec![1]);
     let key = format!(
         "{ns}.eventbus.dedup:shop.OrderCreated:billing:{}",
         receipt.event_id
     );
     let ttl = pttl(&server.url(), &key).await;
     assert!(ttl > 0 && ttl <= 3_600_000, "PTTL {key} = {ttl}");
-
-    // The same entry added again, as a producer that retried its XADD would.
-    let stream = b.channel_of::<OrderCreated>();
-    let (_, fields) = entries(&server.url(), &stream).await.remove(0);
-    let mut raw = plain(&server.url()).await;
-    let mut xadd = redis::cmd("XADD");
-    xadd.arg(&stream).arg("*");
-    for (k, v) in &fields {
-        xadd.arg(k).arg(v);
-    }
-    let _: String = xadd.query_async(&mut raw).await.unwrap();
-    b.publish(&OrderCreated { order_id: 2 }).await.unwrap();
-
-    settled(&b, |s| s.handled == 2 && s.duplicates_skipped == 1).await;
-    assert_eq!(handled.items(), vec![1, 2]);
-    let transport = RedisTransport::connect(&server.url()).await.unwrap();
-    assert!(
-        wait_until_async(PATIENCE, async || {
-            transport.pending_count(&stream, "billing").await.unwrap() == 0
-        })
-        .await,
-        "the skipped duplicate was acked"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

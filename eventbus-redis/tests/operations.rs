@@ -1,25 +1,14 @@
-//! Request/reply over Redis and the introspection API.
+//! Operating the Redis transport: introspection, credentials in the URL, passwords never shown.
+//! (Request/reply is a rule of the conformance suite, `conformance.rs`.)
 
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use common::{PATIENCE, Recorder, RedisServer, bus, namespace, wait_until, wait_until_async};
+use common::{PATIENCE, Recorder, RedisServer, namespace, wait_until, wait_until_async};
+use eventbus_core::PatternMessage;
 use eventbus_core::prelude::*;
-use eventbus_core::{Error, PatternMessage};
 use eventbus_redis::{GroupInfo, RedisTransport};
-
-#[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[event(ephemeral, name = "users.FindUser", reply = UserFound)]
-struct FindUser {
-    id: u64,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-struct UserFound {
-    name: String,
-}
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[event(ephemeral, name = "chat.Message")]
@@ -31,79 +20,6 @@ struct ChatMessage {
 #[event(name = "shop.OrderCreated")]
 struct OrderCreated {
     order_id: u32,
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_gets_the_typed_reply_of_its_handler() {
-    let server = RedisServer::start();
-    let ns = namespace("request");
-    let responder = bus(&server.url(), &ns).await;
-    responder
-        .subscribe(|q: FindUser| async move {
-            if q.id == 0 {
-                return Err(HandlerError::permanent("no user 0"));
-            }
-            Ok(UserFound {
-                name: format!("user-{}", q.id),
-            })
-        })
-        .await
-        .unwrap();
-    let client = bus(&server.url(), &ns).await;
-    let found = client.request(&FindUser { id: 7 }).await.unwrap();
-    assert_eq!(found.name, "user-7");
-    // Concurrent requests are told apart by their correlation.
-    let (a, b) = tokio::join!(
-        client.request(&FindUser { id: 1 }),
-        client.request(&FindUser { id: 2 })
-    );
-    assert_eq!(
-        (a.unwrap().name, b.unwrap().name),
-        ("user-1".into(), "user-2".into())
-    );
-    match client.request(&FindUser { id: 0 }).await {
-        Err(Error::Remote { message, .. }) => assert_eq!(message, "no user 0"),
-        other => panic!("expected the handler's error, got {other:?}"),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_nobody_answers_in_time_times_out() {
-    let server = RedisServer::start();
-    let ns = namespace("timeout");
-    let responder = bus(&server.url(), &ns).await;
-    responder
-        .subscribe(|_q: FindUser| async move {
-            std::future::pending::<()>().await;
-            Ok::<_, HandlerError>(UserFound {
-                name: String::new(),
-            })
-        })
-        .await
-        .unwrap();
-    let client = bus(&server.url(), &ns).await;
-    let started = tokio::time::Instant::now();
-    match client
-        .request_with_timeout(&FindUser { id: 1 }, Duration::from_millis(200))
-        .await
-    {
-        Err(Error::Timeout { timeout, .. }) => assert_eq!(timeout, Duration::from_millis(200)),
-        other => panic!("expected a timeout, got {other:?}"),
-    }
-    assert!(started.elapsed() < Duration::from_secs(2));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_without_subscriber_fails_with_no_responders() {
-    let server = RedisServer::start();
-    let ns = namespace("noresp");
-    let client = bus(&server.url(), &ns).await;
-    match client.request(&FindUser { id: 1 }).await {
-        Err(Error::NoResponders { channel, .. }) => {
-            assert_eq!(channel, format!("{ns}.users.FindUser"))
-        }
-        other => panic!("expected NoResponders, got {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

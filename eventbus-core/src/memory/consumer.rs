@@ -5,6 +5,10 @@
 //! the stream lock, so dropping a `fetch` future loses nothing. A stopping dispatcher awaits its
 //! fetch in flight (Redis hands entries over when it replies); `interrupt` makes that fetch
 //! return at once, empty, so a shutdown does not wait for [`MAX_WAIT`].
+//!
+//! Every entry a group member hands out is leased to it until it is acked (see
+//! [`Lease`](super::streams::Lease)): a slow handler's entry is not claimed by another consumer,
+//! as the Redis transport's lease renewal ensures there.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +19,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::streams::{Entry, EntryId, Pending, Stream, find, position_after};
+use super::streams::{Entry, EntryId, Lease, Pending, Stream, find, position_after};
 use super::{Connection, Shared, lock};
 use crate::activity::ActivityToken;
 use crate::envelope::WireBody;
@@ -25,10 +29,16 @@ use crate::transport::{ConsumerSpec, Delivery, StreamConsumer};
 /// The longest a `fetch` waits before returning an empty batch.
 const MAX_WAIT: Duration = Duration::from_secs(1);
 
+/// How many `claim_idle` periods an entry stays leased while in flight, as on Redis: an entry
+/// kept without an ack (its dead letter could not be written) is eventually delivered again.
+const MAX_LEASE_FACTOR: u32 = 10;
+
 /// A member of a consumer group.
 pub(super) struct GroupConsumer {
     shared: Arc<Shared>,
     conn: Arc<Connection>,
+    /// This consumer object, as the holder of its leases (several objects can share a name).
+    id: u64,
     stream: String,
     group_name: String,
     /// Index of the group in its stream (groups are never removed).
@@ -36,6 +46,7 @@ pub(super) struct GroupConsumer {
     /// Index of this consumer's name in the group.
     consumer: u32,
     claim_idle: Duration,
+    max_lease: Duration,
     notify: Arc<Notify>,
     /// Set by `interrupt`: fetches return empty from then on.
     stopping: AtomicBool,
@@ -71,11 +82,13 @@ impl GroupConsumer {
         GroupConsumer {
             shared: shared.clone(),
             conn: conn.clone(),
+            id: shared.next_id(),
             stream: spec.stream,
             group_name: spec.group,
             group,
             consumer,
             claim_idle: spec.claim_idle,
+            max_lease: spec.claim_idle.saturating_mul(MAX_LEASE_FACTOR),
             notify,
             stopping: AtomicBool::new(false),
             local: Mutex::new(Local {
@@ -85,7 +98,8 @@ impl GroupConsumer {
         }
     }
 
-    /// Takes up to `max` deliveries: own backlog, then claims, then new entries.
+    /// Takes up to `max` deliveries: own backlog, then claims, then new entries. Each one is
+    /// leased to this consumer until it is acked.
     fn take(
         &self,
         stream: &mut Stream,
@@ -98,9 +112,11 @@ impl GroupConsumer {
             entries, groups, ..
         } = stream;
         let group = &mut groups[self.group];
+        group.last_seen[self.consumer as usize] = now;
         let mut lost = Vec::new();
 
-        // 1. Own entries left pending by an earlier consumer of the same name.
+        // 1. Own entries left pending by an earlier consumer of the same name (not those another
+        //    live consumer object of that name is handling).
         while out.len() < max {
             let Some(id) = local.backlog.pop_front() else {
                 break;
@@ -108,7 +124,7 @@ impl GroupConsumer {
             let Some(p) = group.pel.get_mut(&id) else {
                 continue; // acked or claimed away meanwhile
             };
-            if p.consumer != self.consumer {
+            if p.consumer != self.consumer || p.leased_by_other(self.id, now) {
                 continue;
             }
             match find(entries, id) {
@@ -117,14 +133,20 @@ impl GroupConsumer {
             }
         }
 
-        // 2. Entries idle too long in other consumers' lists (`XAUTOCLAIM`).
+        // 2. Entries idle too long in any consumer's list (`XAUTOCLAIM`): not those being
+        //    handled by a live consumer, nor this consumer's own backlog (step 1 has them).
         if out.len() < max && now >= local.next_claim_check {
+            // Never later than `claim_idle` from now: a lease ends early when its holder is
+            // dropped, and its entry is claimable `claim_idle` after that.
             let mut next = after(now, self.claim_idle.max(Duration::from_millis(1)));
             for (id, p) in group.pel.iter_mut() {
-                if p.consumer == self.consumer {
+                if p.lease.is_none() && p.consumer == self.consumer {
                     continue;
                 }
-                let claimable_at = after(p.delivered_at, self.claim_idle);
+                if p.lease.is_some_and(|l| now < l.until) {
+                    continue;
+                }
+                let claimable_at = after(p.last_active(now), self.claim_idle);
                 if claimable_at > now {
                     next = next.min(claimable_at);
                     continue;
@@ -161,6 +183,7 @@ impl GroupConsumer {
                         consumer: self.consumer,
                         delivered_at: now,
                         delivery_count: 1,
+                        lease: Some(self.lease(now)),
                     },
                 );
                 group.last_delivered = entry.id;
@@ -170,9 +193,18 @@ impl GroupConsumer {
         out
     }
 
+    fn lease(&self, now: Instant) -> Lease {
+        Lease {
+            holder: self.id,
+            conn: self.conn.id,
+            until: after(now, self.max_lease),
+        }
+    }
+
     fn redeliver(&self, entry: &Entry, p: &mut Pending, now: Instant) -> Delivery {
         p.delivery_count = p.delivery_count.saturating_add(1);
         p.delivered_at = now;
+        p.lease = Some(self.lease(now));
         delivery(&self.stream, entry, p.delivery_count, None)
     }
 
@@ -264,6 +296,18 @@ fn stop_waiting(stopping: &AtomicBool, shared: &Shared, stream: &str) {
     if let Some(stream) = streams.get_mut(stream) {
         stream.has_waiters = true;
         stream.wake();
+    }
+}
+
+impl Drop for GroupConsumer {
+    /// A dropped consumer (a crash, or a handler that stopped) holds nothing any more: entries
+    /// it did not ack start to idle now, and another consumer claims them after `claim_idle`.
+    fn drop(&mut self) {
+        let mut streams = lock(&self.shared.streams);
+        if let Some(stream) = streams.get_mut(&self.stream) {
+            let id = self.id;
+            stream.groups[self.group].release_leases(|l| l.holder == id, Instant::now());
+        }
     }
 }
 

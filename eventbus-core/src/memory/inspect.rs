@@ -1,40 +1,12 @@
-//! Introspection: what `XLEN`, `XRANGE`, `XINFO GROUPS`, `XPENDING` and `PUBSUB` would show.
-//! Tests, the `testing` helpers and operators' tools read the store through these.
-
-use std::time::Duration;
+//! Introspection: what `XLEN`, `XRANGE`, `XINFO GROUPS`, `XINFO CONSUMERS`, `XPENDING` and
+//! `PUBSUB` would show, in the types the Redis transport answers with too
+//! ([`crate::inspect`]). Tests and operators' tools read the store through these.
 
 use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::{MemoryTransport, lock};
-
-/// A consumer group of a stream, as `XINFO GROUPS` shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GroupInfo {
-    /// The group name.
-    pub name: String,
-    /// Consumer names that ever read from the group (`XINFO GROUPS` `consumers`).
-    pub consumers: usize,
-    /// Entries handed to a consumer and not acknowledged yet.
-    pub pending: usize,
-    /// The id of the last entry handed to a consumer of the group (`0-0` before the first).
-    pub last_delivered_id: String,
-    /// Entries still in the stream that no consumer of the group has been handed yet.
-    pub lag: usize,
-}
-
-/// One entry of a group's pending entries list, as `XPENDING key group - + count` shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PendingInfo {
-    /// The stream entry id.
-    pub id: String,
-    /// The consumer that holds it.
-    pub consumer: String,
-    /// How many times it was delivered.
-    pub delivery_count: u32,
-    /// Time since it was last delivered.
-    pub idle: Duration,
-}
+use crate::inspect::{ConsumerInfo, GroupInfo, PendingInfo};
 
 impl MemoryTransport {
     /// Number of entries in stream `key` (`XLEN`); 0 for a stream that does not exist.
@@ -72,10 +44,32 @@ impl MemoryTransport {
             .iter()
             .map(|g| GroupInfo {
                 name: g.name.clone(),
-                consumers: g.consumers.len(),
-                pending: g.pel.len(),
+                consumers: g.consumers.len() as u64,
+                pending: g.pel.len() as u64,
                 last_delivered_id: g.last_delivered.text(),
-                lag: stream.count_after(g.last_delivered),
+                lag: Some(stream.count_after(g.last_delivered) as u64),
+            })
+            .collect()
+    }
+
+    /// The members of `group` on stream `key`, in the order they joined (`XINFO CONSUMERS`);
+    /// empty when the stream or group does not exist.
+    pub fn consumers(&self, key: &str, group: &str) -> Vec<ConsumerInfo> {
+        let now = Instant::now();
+        let streams = lock(&self.shared.streams);
+        let Some(g) = streams
+            .get(key)
+            .and_then(|s| s.groups.iter().find(|g| g.name == group))
+        else {
+            return Vec::new();
+        };
+        g.consumers
+            .iter()
+            .enumerate()
+            .map(|(i, name)| ConsumerInfo {
+                name: name.clone(),
+                pending: g.pel.values().filter(|p| p.consumer as usize == i).count() as u64,
+                idle: now.saturating_duration_since(g.last_seen[i]),
             })
             .collect()
     }
@@ -96,7 +90,7 @@ impl MemoryTransport {
                 id: id.text(),
                 consumer: g.consumers[p.consumer as usize].clone(),
                 delivery_count: p.delivery_count,
-                idle: now.saturating_duration_since(p.delivered_at),
+                idle: now.saturating_duration_since(p.last_active(now)),
             })
             .collect()
     }

@@ -5,14 +5,17 @@
 //!
 //! * **pub/sub** for ephemeral events: `PUBLISH` fans a message out to every subscription of the
 //!   channel and to every pattern subscription (`PSUBSCRIBE`, Redis glob rules) that matches, at
-//!   most once; nothing is stored, so a subscriber that is not there misses it. A subscriber
-//!   that falls behind its buffer loses the oldest messages, counted in `Stats::dropped`.
+//!   most once, and answers the receivers as Redis counts them (per connection); nothing is
+//!   stored, so a subscriber that is not there misses it. A subscriber that falls behind its
+//!   buffer loses the oldest messages, counted in `Stats::dropped`.
 //! * **streams with consumer groups** for durable events: `XADD` appends an entry with a
 //!   Redis-style id (`<ms>-<seq>`) and trims to `MAXLEN`; each consumer group gets every entry,
 //!   the consumers of one group compete for them. An entry handed to a consumer stays in the
 //!   group's pending entries list until it is acked; a consumer restarted under the same name
 //!   gets its own pending entries again, and entries idle too long in another consumer's list
-//!   are claimed (`XAUTOCLAIM`). Delivery is therefore at least once, as with Redis.
+//!   are claimed (`XAUTOCLAIM`). Delivery is therefore at least once, as with Redis. An entry
+//!   being handled is leased to its consumer, as the Redis transport renews its idle time: a
+//!   slow handler's entry is not claimed by another consumer.
 //! * **broadcast readers** (`XREAD`): every reader sees every entry added after it started.
 //! * **dead-letter streams**: ordinary streams (`<stream>.dlq`) that can be listed and replayed.
 //! * **the marks of `dedup` handlers**: keys with an expiry, like `SET key 1 PX ttl`.
@@ -49,7 +52,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-pub use self::inspect::{GroupInfo, PendingInfo};
+pub use crate::inspect::{ConsumerInfo, GroupInfo, PendingInfo};
 
 use self::consumer::{BroadcastConsumer, GroupConsumer};
 use self::pubsub::PubSub;
@@ -58,6 +61,7 @@ use crate::Durability;
 use crate::activity::Activity;
 use crate::envelope::WireBody;
 use crate::error::{Error, Result};
+use crate::replay::Replay;
 use crate::transport::{
     ConsumeMode, ConsumerSpec, DeadLetter, DeadLetterEntry, LeaseState, Outgoing, Receipt,
     StreamConsumer, SubscribeSpec, Subscription, Transport,
@@ -146,6 +150,22 @@ impl MemoryTransport {
         streams
             .get_or_create(key)
             .append(fields, max_len, &self.shared.activity)
+    }
+
+    /// Adds an entry with exactly these fields to stream `key` (`XADD key * field value ...`),
+    /// as a producer that does not use eventbus would write it (`redis-cli XADD`); returns its
+    /// entry id.
+    pub fn add_entry(&self, key: &str, fields: Vec<(String, bytes::Bytes)>) -> String {
+        let fields = fields.into_iter().map(|(k, v)| (k.into(), v)).collect();
+        self.append(key, fields, None).text()
+    }
+
+    /// Publishes `payload` on `channel` exactly as it is (`PUBLISH channel payload`), as a
+    /// producer that does not use eventbus would; returns how many subscribers received it.
+    pub fn publish_raw(&self, channel: &str, payload: bytes::Bytes) -> u64 {
+        self.shared
+            .pubsub
+            .publish(channel, &payload, &self.shared.activity)
     }
 }
 
@@ -257,53 +277,41 @@ impl Transport for MemoryTransport {
     }
 
     /// A letter from a stream goes back into its stream as a new entry (every group gets it
-    /// again); a pub/sub letter is published again on its channel.
+    /// again); a pub/sub letter is published again on its channel. What goes where, and the
+    /// event id of the receipt, follow [`Replay`].
     async fn replay_dead_letter(&self, dlq: &str, id: &str) -> Result<Receipt> {
         self.ensure_open()?;
-        let missing = || Error::transport("memory", format!("no entry {id} in {dlq}"), None);
+        let missing = || Error::NoSuchDeadLetter {
+            dlq: dlq.to_owned(),
+            id: id.to_owned(),
+        };
         let entry_id = EntryId::parse(id).ok_or_else(missing)?;
         let mut streams = lock(&self.shared.streams);
         let stream = streams.get_mut(dlq).ok_or_else(missing)?;
         let entry = streams::find(&stream.entries, entry_id).ok_or_else(missing)?;
-        let letter = DeadLetter::from_fields(dlq, entry.owned_fields());
-        if letter.channel.is_empty() {
-            return Err(Error::transport(
-                "memory",
-                format!(
-                    "dead letter {id} in {dlq} does not say where it came from (no dlq.channel field)"
-                ),
-                None,
-            ));
-        }
+        let replay = Replay::of(DeadLetterEntry {
+            id: id.to_owned(),
+            letter: DeadLetter::from_fields(dlq, entry.owned_fields()),
+        })?;
         stream.delete(entry_id, &self.shared.activity);
-        let event_id = crate::envelope::decode(&letter.channel, &letter.body)
-            .map(|d| d.meta.id)
-            .unwrap_or_default();
-        match letter.body {
+        match &replay.body {
             WireBody::Fields(fields) => {
-                let fields =
-                    streams::pack(fields.into_iter().map(|(k, v)| (k.into(), v)).collect());
-                let stream = streams.get_or_create(&letter.channel);
-                let new_id = stream.append(fields, None, &self.shared.activity);
-                Ok(Receipt {
-                    event_id,
-                    channel: letter.channel,
-                    stream_id: Some(new_id.text()),
-                    receivers: None,
-                })
+                let fields = fields.iter().map(|(k, v)| (k.clone().into(), v.clone()));
+                let fields = streams::pack(fields.collect());
+                let new_id = streams.get_or_create(&replay.channel).append(
+                    fields,
+                    None,
+                    &self.shared.activity,
+                );
+                Ok(replay.receipt(Some(new_id.text()), None))
             }
             WireBody::Json(body) => {
                 drop(streams);
                 let n = self
                     .shared
                     .pubsub
-                    .publish(&letter.channel, &body, &self.shared.activity);
-                Ok(Receipt {
-                    event_id,
-                    channel: letter.channel,
-                    stream_id: None,
-                    receivers: Some(n),
-                })
+                    .publish(&replay.channel, body, &self.shared.activity);
+                Ok(replay.receipt(None, Some(n)))
             }
         }
     }
@@ -344,19 +352,23 @@ impl Transport for MemoryTransport {
     }
 
     /// Closes this handle's connection: its subscriptions return `None` from `next()` once their
-    /// buffer is drained, its consumers' `fetch` returns `Ok(vec![])`, its broadcast readers are
+    /// buffer is drained, its consumers' `fetch` fails with [`Error::Closed`], its broadcast readers are
     /// removed, and publishing through it fails with [`Error::Closed`]. Pending entries of its
-    /// group consumers stay pending (another instance can claim them, and an instance of the
-    /// same name re-reads them), the leases taken through it end, and other clones of the
-    /// transport are not affected.
+    /// group consumers stay pending and their leases end (another instance claims them after
+    /// `claim_idle`, and an instance of the same name re-reads them), the consumer-name leases
+    /// taken through it end, and other clones of the transport are not affected.
     async fn close(&self) {
         self.conn.closed.store(true, Ordering::Release);
         self.shared.pubsub.close_connection(self.conn.id);
         self.shared.leases.release_connection(self.conn.id);
         let mut streams = lock(&self.shared.streams);
         let conn = self.conn.id;
+        let now = tokio::time::Instant::now();
         for stream in streams.iter_mut() {
             stream.remove_readers(|r| r.conn == conn, &self.shared.activity);
+            for group in &mut stream.groups {
+                group.release_leases(|l| l.conn == conn, now);
+            }
             // Waiting fetches re-check, see the closed flag and return.
             stream.has_waiters = true;
             stream.wake();

@@ -1,29 +1,24 @@
 //! Pub/sub as Redis does it: `PUBLISH` hands a message to every subscriber of the channel and
 //! to every pattern subscriber whose glob matches, at most once, and stores nothing.
 //!
-//! Each subscription has a bounded drop-oldest buffer (the stand-in for a Redis client's output
-//! buffer): a subscriber that does not keep up loses its oldest messages, and every loss is
-//! counted in `Stats::dropped` and logged at most once a second per subscription.
+//! Each subscription has the bounded drop-oldest buffer every transport uses
+//! ([`SubscriberQueue`], the stand-in for a Redis client's output buffer): a subscriber that does
+//! not keep up loses its oldest messages, and every loss is counted in `Stats::dropped` and
+//! warned about at a bounded rate.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::time::Instant;
 
 use super::{Connection, Shared, lock};
 use crate::activity::Activity;
 use crate::channel::glob_match;
 use crate::envelope::WireBody;
 use crate::error::{Error, Result};
-use crate::queue::DropOldestQueue;
-use crate::stats::Stats;
+use crate::queue::SubscriberQueue;
 use crate::transport::{Delivery, SubscribeSpec, Subscription, Target};
-
-/// How often a subscription that keeps overflowing logs about it.
-const DROP_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Every live subscription, by channel and by pattern.
 #[derive(Default)]
@@ -43,18 +38,12 @@ struct Slot {
     id: u64,
     /// The connection (transport handle) that subscribed; closing it ends the subscription.
     conn: u64,
-    target: Target,
-    queue: Arc<DropOldestQueue<Delivery>>,
-    capacity: usize,
-    stats: Arc<Stats>,
-    /// Drops not logged yet, and when the last log line was written.
-    unlogged_drops: u64,
-    last_drop_log: Option<Instant>,
+    queue: Arc<SubscriberQueue>,
 }
 
 impl Slot {
-    /// Queues one message; returns whether the subscriber received it (1) or not (0).
-    fn offer(&mut self, channel: &str, body: &Bytes, activity: &Activity) -> u64 {
+    /// Queues one message; false when the subscription is closed.
+    fn offer(&self, channel: &str, body: &Bytes, activity: &Activity) -> bool {
         let delivery = Delivery {
             channel: channel.to_owned(),
             body: WireBody::Json(body.clone()),
@@ -62,56 +51,33 @@ impl Slot {
             delivery_count: 1,
             token: Some(activity.token()),
         };
-        match self.queue.push(delivery, body.len()) {
-            Ok(0) => 1,
-            // The dropped deliveries' tokens go with them: the count of pending work falls.
-            Ok(dropped) => {
-                for _ in 0..dropped {
-                    self.dropped();
-                }
-                1
-            }
-            Err(_closed) => 0,
-        }
-    }
-
-    fn dropped(&mut self) {
-        Stats::incr(&self.stats.dropped);
-        self.unlogged_drops += 1;
-        let now = Instant::now();
-        if self
-            .last_drop_log
-            .is_none_or(|t| now.duration_since(t) >= DROP_LOG_INTERVAL)
-        {
-            tracing::warn!(
-                target_channel = self.target.as_str(),
-                dropped = self.unlogged_drops,
-                capacity = self.capacity,
-                "a pub/sub subscriber is not keeping up: its oldest buffered messages were dropped"
-            );
-            self.unlogged_drops = 0;
-            self.last_drop_log = Some(now);
-        }
+        // Dropped deliveries take their activity tokens with them: the count of pending work
+        // falls.
+        self.queue.offer(delivery, body.len())
     }
 }
 
 impl PubSub {
-    /// `PUBLISH channel body`: returns how many subscriptions received it.
+    /// `PUBLISH channel body`: returns how many subscribers received it, counted as Redis
+    /// counts them: each connection subscribed to the channel once, plus each connection once
+    /// per matching pattern it subscribed to (however many handlers share that subscription).
     pub(super) fn publish(&self, channel: &str, body: &Bytes, activity: &Activity) -> u64 {
-        let mut registry = lock(&self.registry);
-        let registry = &mut *registry;
-        let mut receivers = 0;
-        if let Some(slots) = registry.channels.get_mut(channel) {
+        let registry = lock(&self.registry);
+        let mut receivers: BTreeSet<(u64, Option<&str>)> = BTreeSet::new();
+        if let Some(slots) = registry.channels.get(channel) {
             for slot in slots {
-                receivers += slot.offer(channel, body, activity);
+                if slot.offer(channel, body, activity) {
+                    receivers.insert((slot.conn, None));
+                }
             }
         }
-        for slot in &mut registry.patterns {
-            if glob_match(slot.target.as_str(), channel) {
-                receivers += slot.offer(channel, body, activity);
+        for slot in &registry.patterns {
+            let pattern = slot.queue.target().as_str();
+            if glob_match(pattern, channel) && slot.offer(channel, body, activity) {
+                receivers.insert((slot.conn, Some(pattern)));
             }
         }
-        receivers
+        receivers.len() as u64
     }
 
     /// `SUBSCRIBE` / `PSUBSCRIBE`.
@@ -120,10 +86,7 @@ impl PubSub {
         conn: &Connection,
         spec: SubscribeSpec,
     ) -> Result<MemorySubscription> {
-        let queue = Arc::new(DropOldestQueue::with_max_bytes(
-            spec.capacity,
-            spec.capacity_bytes,
-        ));
+        let queue = Arc::new(SubscriberQueue::new(&spec));
         let mut registry = lock(&shared.pubsub.registry);
         // Checked under the lock that `close` takes after setting the flag: a subscription is
         // either refused here or ended by `close`.
@@ -134,12 +97,7 @@ impl PubSub {
         let slot = Slot {
             id: registry.next_id,
             conn: conn.id,
-            target: spec.target.clone(),
             queue: queue.clone(),
-            capacity: spec.capacity.max(1),
-            stats: spec.stats,
-            unlogged_drops: 0,
-            last_drop_log: None,
         };
         let id = slot.id;
         match &spec.target {
@@ -202,7 +160,7 @@ impl PubSub {
         let patterns: BTreeSet<&str> = registry
             .patterns
             .iter()
-            .map(|s| s.target.as_str())
+            .map(|s| s.queue.target().as_str())
             .collect();
         patterns.len()
     }
@@ -220,13 +178,13 @@ pub(super) struct MemorySubscription {
     shared: Arc<Shared>,
     id: u64,
     target: Target,
-    queue: Arc<DropOldestQueue<Delivery>>,
+    queue: Arc<SubscriberQueue>,
 }
 
 #[async_trait]
 impl Subscription for MemorySubscription {
     async fn next(&mut self) -> Option<Delivery> {
-        self.queue.pop().await
+        self.queue.next().await
     }
 }
 

@@ -130,8 +130,51 @@ impl Entry {
 pub(super) struct Pending {
     /// Index into `Group::consumers`.
     pub(super) consumer: u32,
+    /// When it was last delivered (or its lease ended): its idle time counts from here.
     pub(super) delivered_at: Instant,
     pub(super) delivery_count: u32,
+    /// Set while a live consumer holds it in flight (handed to its dispatcher, not acked).
+    pub(super) lease: Option<Lease>,
+}
+
+/// A consumer's hold on an entry it is handling. Redis cannot tell a slow handler from a dead
+/// consumer, so the Redis transport renews the idle time of its in-flight entries; the lease is
+/// that renewal here: while it holds, the entry never looks idle, and other consumers do not
+/// claim it. Like a renewal, it ends: when its consumer is dropped (a crash) or its connection
+/// closed, and at the latest at `until`, so an entry kept without an ack is delivered again.
+#[derive(Clone, Copy)]
+pub(super) struct Lease {
+    /// The consumer object (not the consumer name) holding it.
+    pub(super) holder: u64,
+    /// That consumer's connection.
+    pub(super) conn: u64,
+    /// When the lease ends by itself.
+    pub(super) until: Instant,
+}
+
+impl Pending {
+    /// The moment its idle time counts from: now while leased, the end of its lease once that
+    /// passed, else its last delivery.
+    pub(super) fn last_active(&self, now: Instant) -> Instant {
+        match self.lease {
+            Some(lease) => lease.until.min(now),
+            None => self.delivered_at,
+        }
+    }
+
+    /// True while a live consumer other than `holder` holds it.
+    pub(super) fn leased_by_other(&self, holder: u64, now: Instant) -> bool {
+        self.lease
+            .is_some_and(|l| l.holder != holder && now < l.until)
+    }
+
+    /// Ends the lease (its holder is gone): the entry idles from now on.
+    pub(super) fn release(&mut self, now: Instant) {
+        if self.lease.is_some() {
+            self.delivered_at = self.last_active(now);
+            self.lease = None;
+        }
+    }
 }
 
 /// A consumer group (`XGROUP CREATE`).
@@ -143,6 +186,8 @@ pub(super) struct Group {
     /// Consumer names seen in this group; the PEL refers to them by index. Never shrinks, so an
     /// index stays valid for the life of the group (Redis keeps consumers until DELCONSUMER).
     pub(super) consumers: Vec<String>,
+    /// When each consumer last read or claimed entries, by the same index.
+    pub(super) last_seen: Vec<Instant>,
 }
 
 impl Group {
@@ -152,7 +197,17 @@ impl Group {
             Some(i) => i as u32,
             None => {
                 self.consumers.push(name.to_owned());
+                self.last_seen.push(Instant::now());
                 (self.consumers.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Ends every lease that `ends` selects: their entries start to idle now.
+    pub(super) fn release_leases(&mut self, ends: impl Fn(&Lease) -> bool, now: Instant) {
+        for p in self.pel.values_mut() {
+            if p.lease.as_ref().is_some_and(&ends) {
+                p.release(now);
             }
         }
     }
@@ -270,6 +325,7 @@ impl Stream {
             last_delivered,
             pel: BTreeMap::new(),
             consumers: Vec::new(),
+            last_seen: Vec::new(),
         });
         self.groups.len() - 1
     }
