@@ -35,7 +35,7 @@ use crate::transport::Receipt;
 /// let receipt = bus.publish(&OrderCreated { order_id: "o-1".into() }).await?;
 /// eventbus_core::testing::settle(&bus).await;
 /// let follow_up = &eventbus_core::testing::published_envelopes::<PaymentRequested>(&bus).await[0];
-/// assert_eq!(follow_up.correlation_id.as_deref(), Some(receipt.event_id.as_str()));
+/// assert_eq!(follow_up.correlation_id(), Some(receipt.event_id.as_str()));
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

@@ -37,30 +37,149 @@ pub const JSON_CONTENT_TYPE: &str = "application/json";
 pub const EVENT_FIELD: &str = "event";
 
 /// The attributes of one message: CloudEvents context attributes plus extensions.
+///
+/// Read them through the accessors; build one with [`Metadata::new`] and the `with_*` methods
+/// (a foreign producer in a test, a hand-made envelope). The fields are private so that how
+/// they are stored (owned, shared or borrowed from the received bytes) can change without
+/// changing this API.
+///
+/// ```
+/// use eventbus_core::Metadata;
+/// let meta = Metadata::new("e-1", "checkout", "shop.orders.OrderCreated")
+///     .with_correlation_id("conversation-7")
+///     .with_header("tenant", "acme");
+/// assert_eq!(meta.event_type(), "shop.orders.OrderCreated");
+/// assert_eq!(meta.correlation_id(), Some("conversation-7"));
+/// assert_eq!(meta.header("tenant"), Some("acme"));
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Metadata {
-    /// Unique id of this event (a UUID v7 when published by eventbus).
-    pub id: String,
+    pub(crate) id: String,
+    pub(crate) source: String,
+    pub(crate) event_type: String,
+    pub(crate) time: Option<String>,
+    pub(crate) data_content_type: Option<String>,
+    pub(crate) data_version: Option<u32>,
+    pub(crate) correlation_id: Option<String>,
+    pub(crate) causation_id: Option<String>,
+    pub(crate) reply_to: Option<String>,
+    pub(crate) headers: BTreeMap<String, String>,
+}
+
+impl Metadata {
+    /// Attributes with an id, a source and a type; everything else unset.
+    pub fn new(
+        id: impl Into<String>,
+        source: impl Into<String>,
+        event_type: impl Into<String>,
+    ) -> Self {
+        Metadata {
+            id: id.into(),
+            source: source.into(),
+            event_type: event_type.into(),
+            ..Metadata::default()
+        }
+    }
+
+    /// Unique id of this event (a UUID v7 when published by eventbus); empty for a bare payload
+    /// before the dispatcher names it.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// The service that published it (configured on the bus; defaults to the binary's name).
-    pub source: String,
-    /// The event name (`shop.orders.OrderCreated`).
-    pub event_type: String,
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The CloudEvents `type`: the event name (`shop.orders.OrderCreated`).
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
     /// When it was published, RFC 3339 in UTC.
-    pub time: Option<String>,
+    pub fn time(&self) -> Option<&str> {
+        self.time.as_deref()
+    }
+
     /// The content type of `data` when it is not plain `application/json` (`None`: plain JSON,
     /// what eventbus writes).
-    pub data_content_type: Option<String>,
+    pub fn data_content_type(&self) -> Option<&str> {
+        self.data_content_type.as_deref()
+    }
+
     /// The payload schema version (`#[event(version = N)]`), extension `dataversion`.
-    pub data_version: Option<u32>,
+    pub fn data_version(&self) -> Option<u32> {
+        self.data_version
+    }
+
     /// The id shared by every event of one conversation, extension `correlationid`.
-    pub correlation_id: Option<String>,
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.correlation_id.as_deref()
+    }
+
     /// The id of the event whose handler published this one, extension `causationid`.
-    pub causation_id: Option<String>,
+    pub fn causation_id(&self) -> Option<&str> {
+        self.causation_id.as_deref()
+    }
+
     /// Where the reply to a request goes, extension `replyto`.
-    pub reply_to: Option<String>,
-    /// Other extension attributes (free headers). Values that are not JSON strings keep their
+    pub fn reply_to(&self) -> Option<&str> {
+        self.reply_to.as_deref()
+    }
+
+    /// A free header (another extension attribute). A value that is not a JSON string keeps its
     /// JSON text.
-    pub headers: BTreeMap<String, String>,
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// Every free header, sorted by name.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Sets the time (RFC 3339).
+    pub fn with_time(mut self, time: impl Into<String>) -> Self {
+        self.time = Some(time.into());
+        self
+    }
+
+    /// Sets the content type of `data`.
+    pub fn with_data_content_type(mut self, content_type: impl Into<String>) -> Self {
+        self.data_content_type = Some(content_type.into());
+        self
+    }
+
+    /// Sets the payload schema version.
+    pub fn with_data_version(mut self, version: u32) -> Self {
+        self.data_version = Some(version);
+        self
+    }
+
+    /// Sets the correlation id.
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the causation id.
+    pub fn with_causation_id(mut self, id: impl Into<String>) -> Self {
+        self.causation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the reply channel.
+    pub fn with_reply_to(mut self, channel: impl Into<String>) -> Self {
+        self.reply_to = Some(channel.into());
+        self
+    }
+
+    /// Sets a free header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
 }
 
 /// The attribute names the codec gives a meaning to; every other one is a header.

@@ -97,12 +97,7 @@ async fn publish_foreign(
 }
 
 fn typed(id: &str, event_type: &str) -> Metadata {
-    Metadata {
-        id: id.into(),
-        source: "python-checkout".into(),
-        event_type: event_type.into(),
-        ..Metadata::default()
-    }
+    Metadata::new(id, "python-checkout", event_type)
 }
 
 type Seen<T> = Arc<Mutex<Vec<T>>>;
@@ -178,7 +173,7 @@ async fn a_pubsub_message_of_another_type_is_counted_as_undecodable() {
         async move {
             r.lock()
                 .unwrap()
-                .push(msg.context().metadata().event_type.clone());
+                .push(msg.context().metadata().event_type().to_owned());
         }
     })
     .await
@@ -304,11 +299,10 @@ async fn hand_written_responder(
         async move {
             let request = msg.context().metadata();
             let to = request
-                .reply_to
-                .clone()
+                .reply_to()
                 .expect("a request names its reply channel");
             let (meta, data) = answer(request);
-            publish_foreign(&b, &to, Durability::Ephemeral, meta, data).await;
+            publish_foreign(&b, to, Durability::Ephemeral, meta, data).await;
         }
     })
     .await
@@ -323,10 +317,7 @@ fn reply(id: &str) -> Metadata {
 async fn a_reply_names_its_request_in_causationid() {
     let bus = Bus::memory();
     hand_written_responder(&bus, |request| {
-        let meta = Metadata {
-            causation_id: Some(request.id.clone()),
-            ..reply("r-1")
-        };
+        let meta = reply("r-1").with_causation_id(request.id());
         (meta, br#"{"name":"ada"}"#)
     })
     .await;
@@ -339,13 +330,11 @@ async fn a_reply_without_causationid_is_matched_by_correlationid() {
     let bus = Bus::memory();
     hand_written_responder(&bus, |request| {
         assert_eq!(
-            request.correlation_id, None,
+            request.correlation_id(),
+            None,
             "a request starts its own conversation"
         );
-        let meta = Metadata {
-            correlation_id: Some(request.id.clone()),
-            ..reply("r-2")
-        };
+        let meta = reply("r-2").with_correlation_id(request.id());
         (meta, br#"{"name":"grace"}"#)
     })
     .await;
@@ -357,11 +346,9 @@ async fn a_reply_without_causationid_is_matched_by_correlationid() {
 async fn an_error_reply_carries_the_message_in_the_error_attribute() {
     let bus = Bus::memory();
     hand_written_responder(&bus, |request| {
-        let mut meta = Metadata {
-            causation_id: Some(request.id.clone()),
-            ..reply("r-3")
-        };
-        meta.headers.insert("error".into(), "no user 3".into());
+        let meta = reply("r-3")
+            .with_causation_id(request.id())
+            .with_header("error", "no user 3");
         (meta, b"null")
     })
     .await;
@@ -375,9 +362,9 @@ async fn an_error_reply_carries_the_message_in_the_error_attribute() {
 #[tokio::test]
 async fn a_reply_naming_no_waiting_request_is_not_taken() {
     let wrong = |causation: Option<&str>| {
-        let meta = Metadata {
-            causation_id: causation.map(str::to_owned),
-            ..reply("r-4")
+        let meta = match causation {
+            Some(id) => reply("r-4").with_causation_id(id),
+            None => reply("r-4"),
         };
         (meta, &br#"{"name":"nobody"}"#[..])
     };

@@ -96,22 +96,16 @@ proptest! {
         n in any::<i64>(),
         text in ".{0,40}",
     ) {
-        let meta = Metadata {
-            id,
-            source,
-            event_type: ty,
-            headers: [("tenant".to_string(), header)].into(),
-            ..Metadata::default()
-        };
+        let meta = Metadata::new(id, source, ty).with_header("tenant", header);
         let payload = serde_json::json!({ "n": n, "text": text });
         let enc = Encoded::new(meta.clone(), &payload).unwrap();
         let json = decode("c", &WireBody::Json(enc.to_json())).unwrap();
-        prop_assert_eq!(&json.meta.id, &meta.id);
-        prop_assert_eq!(&json.meta.headers, &meta.headers);
+        prop_assert_eq!(json.meta.id(), meta.id());
+        prop_assert!(json.meta.headers().eq(meta.headers()));
         prop_assert_eq!(json.payload::<serde_json::Value>("c").unwrap(), payload.clone());
         let fields = enc.to_fields().into_iter().map(|(k, v)| (k.into_owned(), v)).collect();
         let from_fields = decode("c", &WireBody::Fields(fields)).unwrap();
-        prop_assert_eq!(&from_fields.meta.source, &meta.source);
+        prop_assert_eq!(&from_fields.meta.source(), &meta.source());
         prop_assert_eq!(from_fields.payload::<serde_json::Value>("c").unwrap(), payload);
     }
 
@@ -155,7 +149,7 @@ proptest! {
             prop_assert!(decoded.unwrap_err().reason.contains("both `data` and `data_base64`"));
         } else {
             let decoded = decoded.unwrap();
-            prop_assert_eq!(&decoded.meta.id, &id);
+            prop_assert_eq!(&decoded.meta.id(), &id);
             prop_assert_eq!(&decoded.data[..], &json[..]);
             prop_assert_eq!(decoded.payload::<serde_json::Value>("c").unwrap(), payload);
         }
@@ -173,14 +167,9 @@ proptest! {
         byte in any::<u8>(),
         insert in any::<bool>(),
     ) {
-        let meta = Metadata {
-            id,
-            source: "svc".into(),
-            event_type: "a.B".into(),
-            time: Some("2026-11-24T00:00:00.000000Z".into()),
-            data_version: Some(1),
-            ..Metadata::default()
-        };
+        let meta = Metadata::new(id, "svc", "a.B")
+            .with_time("2026-11-24T00:00:00.000000Z")
+            .with_data_version(1);
         let mut doc = Encoded::new(meta, &payload).unwrap().to_json().to_vec();
         let at = at % doc.len();
         if insert {
@@ -198,7 +187,7 @@ proptest! {
                 let data = data.ok();
                 prop_assert_eq!(data.as_ref(), Some(&v["data"]), "{}", String::from_utf8_lossy(&doc));
                 if let Some(id) = v["id"].as_str() {
-                    prop_assert_eq!(decoded.meta.id.as_str(), id);
+                    prop_assert_eq!(decoded.meta.id(), id);
                 }
             }
             // No envelope: the whole document is the payload.

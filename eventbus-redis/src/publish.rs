@@ -63,7 +63,7 @@ fn describe(message: &Outgoing) -> String {
 /// The receipt of `message` from the command's reply.
 fn receipt(message: &Outgoing, value: &Value) -> Result<Receipt> {
     let mut receipt = Receipt {
-        event_id: message.message.meta().id.clone(),
+        event_id: message.message.meta().id().to_owned(),
         channel: message.channel.clone(),
         stream_id: None,
         receivers: None,

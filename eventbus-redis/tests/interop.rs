@@ -60,7 +60,13 @@ async fn bare_json_from_a_plain_client_reaches_typed_handlers() {
     b.subscribe_with(
         move |ev: OrderCreated, ctx: Context| {
             let o = o.clone();
-            async move { o.push((ev, ctx.metadata().event_type.clone(), ctx.id().to_owned())) }
+            async move {
+                o.push((
+                    ev,
+                    ctx.metadata().event_type().to_owned(),
+                    ctx.id().to_owned(),
+                ))
+            }
         },
         HandlerOptions::new().group("billing"),
     )
@@ -171,7 +177,11 @@ async fn a_foreign_producer_may_write_attributes_as_fields() {
     b.subscribe(move |ev: OrderCreated, ctx: Context| {
         let o = o.clone();
         async move {
-            o.push((ev, ctx.metadata().id.clone(), ctx.metadata().source.clone()));
+            o.push((
+                ev,
+                ctx.metadata().id().to_owned(),
+                ctx.metadata().source().to_owned(),
+            ));
         }
     })
     .await

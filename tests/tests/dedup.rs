@@ -67,12 +67,7 @@ fn sorted(seen: &Seen) -> Vec<u32> {
 
 /// `OrderCreated { n }` with the event id `id` (empty: no id, as a foreign producer sends it).
 fn order(id: &str, n: u32) -> Encoded {
-    let meta = Metadata {
-        id: id.into(),
-        source: "tests".into(),
-        event_type: "test.orders.OrderCreated".into(),
-        ..Metadata::default()
-    };
+    let meta = Metadata::new(id, "tests", "test.orders.OrderCreated");
     Encoded::new(meta, &OrderCreated { n }).unwrap()
 }
 

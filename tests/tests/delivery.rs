@@ -88,7 +88,7 @@ async fn settle_waits_for_chains_of_follow_up_events() {
         vec![PaymentRequested { n: 5 }]
     );
     let env = &eventbus_core::testing::published_envelopes::<PaymentRequested>(&bus).await[0];
-    assert_eq!(env.event_type, "test.payments.PaymentRequested");
+    assert_eq!(env.event_type(), "test.payments.PaymentRequested");
 }
 
 #[test]
@@ -119,11 +119,7 @@ async fn hostile_payloads_are_dead_lettered_with_a_reason_and_consuming_goes_on(
     // Stream entries as a foreign producer could write them: a valid envelope, hostile `data`.
     for payload in &hostile {
         let entry = Encoded::from_data(
-            Metadata {
-                id: "hostile".into(),
-                event_type: "test.orders.OrderCreated".into(),
-                ..Metadata::default()
-            },
+            Metadata::new("hostile", "", "test.orders.OrderCreated"),
             payload,
         );
         bus.transport()
