@@ -89,6 +89,10 @@ impl Runner {
     }
 
     /// Decodes one delivery and runs the handler on it with retries.
+    ///
+    /// The paths that are not taken for most messages (dead letters, replies, dedup marks) are
+    /// boxed: their futures would otherwise size this one, which is built and moved into the
+    /// dispatcher's queue for every message.
     async fn process(&self, delivery: Delivery) -> Outcome {
         let _in_flight = self.engine.in_flight().token();
         let Delivery {
@@ -125,13 +129,13 @@ impl Runner {
                 Stats::incr(&self.stats().undecodable);
                 tracing::warn!(handler = %self.name, %channel, %reason, "undecodable message");
                 let letter = self.letter(&channel, entry_id.clone(), delivery_count, reason, body);
-                return self.dead_letter(letter, entry_id).await;
+                return Box::pin(self.dead_letter(letter, entry_id)).await;
             }
         };
         let meta = self.fill_bare(decoded.meta, entry_id.as_deref());
         let dedup = self.dedup_key(&meta.id, entry_id.as_deref());
         if let Some((key, _)) = &dedup
-            && dedup::seen(&self.engine, key, &self.name).await
+            && Box::pin(dedup::seen(&self.engine, key, &self.name)).await
         {
             Stats::incr(&self.stats().duplicates_skipped);
             tracing::debug!(handler = %self.name, %channel, id = %meta.id, "handled by this group already: skipped");
@@ -150,7 +154,7 @@ impl Runner {
             );
             tracing::warn!(handler = %self.name, %channel, id = %meta.id, %reason, "dead-lettering");
             let letter = self.letter(&channel, entry_id.clone(), attempt, reason, body);
-            return self.dead_letter(letter, entry_id).await;
+            return Box::pin(self.dead_letter(letter, entry_id)).await;
         }
         let mut ctx = Context::new(
             self.engine.clone(),
@@ -169,10 +173,16 @@ impl Runner {
                     Stats::incr(&self.stats().handled);
                     self.record(&ctx, &decoded.data, CallOutcome::Handled);
                     if let Some((key, ttl)) = &dedup {
-                        dedup::mark(&self.engine, key, *ttl, &self.name).await;
+                        Box::pin(dedup::mark(&self.engine, key, *ttl, &self.name)).await;
                     }
                     if let (Some(to), Some(reply)) = (&reply_to, reply) {
-                        crate::reply::answer(&self.engine, to, ctx.metadata(), Ok(reply)).await;
+                        Box::pin(crate::reply::answer(
+                            &self.engine,
+                            to,
+                            ctx.metadata(),
+                            Ok(reply),
+                        ))
+                        .await;
                     }
                     return Outcome::Ack(entry_id);
                 }
@@ -195,8 +205,13 @@ impl Runner {
             if permanent || attempt >= self.options.max_deliveries {
                 tracing::warn!(handler = %self.name, channel = %ctx.channel(), id = %ctx.id(), attempt, %reason, "giving up: dead-lettering");
                 if let Some(to) = &reply_to {
-                    crate::reply::answer(&self.engine, to, ctx.metadata(), Err(reason.clone()))
-                        .await;
+                    Box::pin(crate::reply::answer(
+                        &self.engine,
+                        to,
+                        ctx.metadata(),
+                        Err(reason.clone()),
+                    ))
+                    .await;
                 }
                 let letter = self.letter(
                     ctx.channel(),
@@ -205,7 +220,7 @@ impl Runner {
                     reason,
                     body.clone(),
                 );
-                return self.dead_letter(letter, entry_id).await;
+                return Box::pin(self.dead_letter(letter, entry_id)).await;
             }
             Stats::incr(&self.stats().retried);
             let delay = self.options.backoff_for(attempt);

@@ -73,6 +73,20 @@ where
     })
 }
 
+/// A handler that counts its calls and answers call number `n` (from 0) with `result(n)`.
+fn counting<F>(result: F) -> (Arc<AtomicUsize>, ErasedHandler)
+where
+    F: Fn(usize) -> Result<(), HandlerError> + Send + Sync + 'static,
+{
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let h = handler(move |_, _| {
+        let outcome = result(counted.fetch_add(1, Ordering::SeqCst));
+        async move { outcome }
+    });
+    (calls, h)
+}
+
 fn runner(engine: &Arc<Engine>, options: HandlerOptions, handler: ErasedHandler) -> Runner {
     Runner::new(
         engine.clone(),
@@ -175,16 +189,8 @@ async fn an_entry_failing_every_time_is_dead_lettered_after_max_deliveries_and_a
 #[tokio::test(start_paused = true)]
 async fn a_permanent_error_is_dead_lettered_without_retries() {
     let engine = engine();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = calls.clone();
-    let r = runner(
-        &engine,
-        fast(),
-        handler(move |_, _| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            async { Err(HandlerError::permanent("invalid order")) }
-        }),
-    );
+    let (calls, h) = counting(|_| Err(HandlerError::permanent("invalid order")));
+    let r = runner(&engine, fast(), h);
     assert!(acked(&r.process(entry(&engine, 1, 1)).await));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(
@@ -232,16 +238,8 @@ async fn a_panic_before_the_first_await_is_caught_too() {
 #[tokio::test(start_paused = true)]
 async fn an_undecodable_payload_is_dead_lettered_at_once_without_a_call() {
     let engine = engine();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = calls.clone();
-    let r = runner(
-        &engine,
-        fast(),
-        handler(move |_, _| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            async { Ok(()) }
-        }),
-    );
+    let (calls, h) = counting(|_| Ok(()));
+    let r = runner(&engine, fast(), h);
     let garbage = Delivery {
         body: WireBody::Fields(vec![("event".to_owned(), Bytes::from_static(b"{not json"))]),
         ..entry(&engine, 1, 1)
@@ -264,16 +262,8 @@ async fn an_undecodable_payload_is_dead_lettered_at_once_without_a_call() {
 #[tokio::test(start_paused = true)]
 async fn an_entry_delivered_more_than_max_deliveries_is_dead_lettered_before_any_call() {
     let engine = engine();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = calls.clone();
-    let r = runner(
-        &engine,
-        fast().max_deliveries(3),
-        handler(move |_, _| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            async { Ok(()) }
-        }),
-    );
+    let (calls, h) = counting(|_| Ok(()));
+    let r = runner(&engine, fast().max_deliveries(3), h);
     assert!(acked(&r.process(entry(&engine, 1, 4)).await));
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     let reason = &dead_letters(&engine).await[0].letter.reason;
@@ -320,22 +310,11 @@ async fn a_shutdown_during_the_backoff_leaves_the_entry_pending() {
 #[tokio::test(start_paused = true)]
 async fn a_dedup_handler_skips_an_event_its_group_handled_and_marks_what_it_handles() {
     let engine = engine();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = calls.clone();
-    let r = runner(
-        &engine,
-        fast().dedup(Duration::from_secs(60)),
-        handler(move |_, _| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            async { Ok(()) }
-        }),
-    );
+    let (calls, h) = counting(|_| Ok(()));
+    let r = runner(&engine, fast().dedup(Duration::from_secs(60)), h);
     let first = entry(&engine, 1, 1);
     let again = Delivery {
-        body: match &first.body {
-            WireBody::Fields(f) => WireBody::Fields(f.clone()),
-            WireBody::Json(b) => WireBody::Json(b.clone()),
-        },
+        body: first.body.clone(),
         delivery_count: 2,
         ..entry(&engine, 1, 2)
     };
@@ -348,27 +327,20 @@ async fn a_dedup_handler_skips_an_event_its_group_handled_and_marks_what_it_hand
 #[tokio::test(start_paused = true)]
 async fn a_dedup_handler_that_failed_marks_nothing_so_the_redelivery_runs() {
     let engine = engine();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = calls.clone();
+    let (calls, h) = counting(|n| {
+        if n == 0 {
+            Err(HandlerError::from("first fails"))
+        } else {
+            Ok(())
+        }
+    });
     let r = runner(
         &engine,
         fast().max_deliveries(1).dedup(Duration::from_secs(60)),
-        handler(move |_, _| {
-            let n = counted.fetch_add(1, Ordering::SeqCst);
-            async move {
-                if n == 0 {
-                    Err(HandlerError::from("first fails"))
-                } else {
-                    Ok(())
-                }
-            }
-        }),
+        h,
     );
     let first = entry(&engine, 1, 1);
-    let body = match &first.body {
-        WireBody::Fields(f) => WireBody::Fields(f.clone()),
-        WireBody::Json(b) => WireBody::Json(b.clone()),
-    };
+    let body = first.body.clone();
     r.process(first).await;
     let replay = Delivery {
         body,
