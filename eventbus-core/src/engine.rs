@@ -9,6 +9,7 @@
 //! requests and replies hold the engine, never the `Bus`.
 
 use std::any::{Any, TypeId};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -105,6 +106,8 @@ fn push_bounded<T>(queue: &mut VecDeque<T>, item: T) {
 pub(crate) struct Engine {
     transport: Arc<dyn Transport>,
     config: BusConfig,
+    /// `config.source`, shared by the metadata of every message sent.
+    source: Arc<str>,
     prefix: String,
     state: StateMap,
     stats: Arc<Stats>,
@@ -135,6 +138,7 @@ impl Engine {
             .unwrap_or_default();
         Engine {
             transport,
+            source: Arc::from(config.source.as_str()),
             prefix,
             state,
             stats: Arc::new(Stats::default()),
@@ -237,7 +241,7 @@ impl Engine {
     /// The attributes of a new message of CloudEvents type `event_type`.
     pub(crate) fn metadata(
         &self,
-        event_type: &str,
+        event_type: &'static str,
         version: Option<u32>,
         opts: &PublishOptions,
     ) -> Metadata {
@@ -245,8 +249,8 @@ impl Engine {
         let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id);
         Metadata {
             id: (*id).to_owned(),
-            source: self.config.source.clone(),
-            event_type: event_type.to_owned(),
+            source: self.source.clone(),
+            event_type: Cow::Borrowed(event_type),
             time: Some(rfc3339(SystemTime::now())),
             data_content_type: None,
             data_version: version,

@@ -20,6 +20,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -55,8 +56,10 @@ pub const EVENT_FIELD: &str = "event";
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Metadata {
     pub(crate) id: String,
-    pub(crate) source: String,
-    pub(crate) event_type: String,
+    // Shared: the same for every event a bus publishes.
+    pub(crate) source: Arc<str>,
+    // Borrowed from the event type's descriptor on publish.
+    pub(crate) event_type: Cow<'static, str>,
     pub(crate) time: Option<String>,
     pub(crate) data_content_type: Option<String>,
     pub(crate) data_version: Option<u32>,
@@ -75,8 +78,8 @@ impl Metadata {
     ) -> Self {
         Metadata {
             id: id.into(),
-            source: source.into(),
-            event_type: event_type.into(),
+            source: Arc::from(source.into()),
+            event_type: Cow::Owned(event_type.into()),
             ..Metadata::default()
         }
     }
@@ -686,8 +689,8 @@ fn apply_attributes<'a>(
         match &*name {
             "data" => payload.data = Some(value.bytes()),
             "id" => meta.id = text(),
-            "source" => meta.source = text(),
-            "type" => meta.event_type = text(),
+            "source" => meta.source = value.cow().map_or_else(Arc::default, |s| Arc::from(&*s)),
+            "type" => meta.event_type = Cow::Owned(text()),
             "time" => meta.time = value.text(),
             "datacontenttype" => {
                 let ct = value.cow().unwrap_or_default();
@@ -1249,7 +1252,7 @@ mod tests {
                     let meta = Metadata {
                         id,
                         source: "svc".into(),
-                        event_type: ty,
+                        event_type: ty.into(),
                         time: Some("2026-11-24T00:00:00.000000Z".into()),
                         data_version: version,
                         headers,

@@ -55,11 +55,7 @@ mod tests {
     };
 
     fn typed(event_type: &str) -> Metadata {
-        Metadata {
-            id: "e-1".into(),
-            event_type: event_type.into(),
-            ..Metadata::default()
-        }
+        Metadata::new("e-1", "", event_type)
     }
 
     #[test]

@@ -42,12 +42,7 @@ async fn fragile(bus: &Bus, options: HandlerOptions) -> (Arc<AtomicBool>, Record
 
 /// The fields of a stream entry holding `Order { n }` with event id `id`, as eventbus writes it.
 fn order_entry(id: &str, n: u32) -> Vec<u8> {
-    let meta = Metadata {
-        id: id.into(),
-        source: "elsewhere".into(),
-        event_type: "conformance.orders.Order".into(),
-        ..Metadata::default()
-    };
+    let meta = Metadata::new(id, "elsewhere", "conformance.orders.Order");
     Encoded::new(meta, &Order { n })
         .expect("an order serializes")
         .to_json()

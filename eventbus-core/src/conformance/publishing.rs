@@ -63,12 +63,12 @@ pub async fn the_context_carries_the_attributes_of_the_event(backend: &dyn Backe
         attempt,
         tenant,
     } = seen.items().remove(0);
-    assert_eq!(meta.id, receipt.event_id);
-    assert_eq!(meta.event_type, "conformance.orders.Order");
-    assert_eq!(meta.source, "conformance");
-    assert_eq!(meta.data_version, Some(1));
-    assert!(meta.time.is_some());
-    assert_eq!(meta.correlation_id.as_deref(), Some("conversation-1"));
+    assert_eq!(meta.id(), receipt.event_id);
+    assert_eq!(meta.event_type(), "conformance.orders.Order");
+    assert_eq!(meta.source(), "conformance");
+    assert_eq!(meta.data_version(), Some(1));
+    assert!(meta.time().is_some());
+    assert_eq!(meta.correlation_id(), Some("conversation-1"));
     assert_eq!(channel, bus.channel_of::<Order>());
     assert_eq!(entry_id, receipt.stream_id);
     assert_eq!((attempt, tenant.as_deref()), (1, Some("acme")));
@@ -103,12 +103,9 @@ pub async fn a_follow_up_carries_the_correlation_and_causation_of_its_cause(back
     eventually("the follow-up", || seen.len() >= 1).await;
     let (n, meta) = seen.items().remove(0);
     assert_eq!(n, 5);
-    assert_eq!(
-        meta.correlation_id.as_deref(),
-        Some(cause.event_id.as_str())
-    );
-    assert_eq!(meta.causation_id.as_deref(), Some(cause.event_id.as_str()));
-    assert_eq!(meta.event_type, "conformance.orders.FollowUp");
+    assert_eq!(meta.correlation_id(), Some(cause.event_id.as_str()));
+    assert_eq!(meta.causation_id(), Some(cause.event_id.as_str()));
+    assert_eq!(meta.event_type(), "conformance.orders.FollowUp");
 }
 
 /// `publish_all` publishes a batch: one receipt per event, each with its entry id, handled in

@@ -253,7 +253,7 @@ pub async fn a_bare_json_payload_on_a_channel_is_accepted(backend: &dyn Backend)
             let s = s.clone();
             async move {
                 let meta = ctx.metadata();
-                s.push((t.n, meta.id.clone(), meta.event_type.clone()));
+                s.push((t.n, meta.id().to_owned(), meta.event_type().to_owned()));
             }
         },
         HandlerOptions::new(),

@@ -377,7 +377,7 @@ pub async fn a_bare_payload_in_a_stream_entry_is_accepted(backend: &dyn Backend)
             let s = s.clone();
             async move {
                 let meta = ctx.metadata();
-                s.push((o.n, meta.id.clone(), meta.event_type.clone()));
+                s.push((o.n, meta.id().to_owned(), meta.event_type().to_owned()));
             }
         },
         FAST,
@@ -405,7 +405,7 @@ pub async fn a_binary_mode_stream_entry_is_accepted(backend: &dyn Backend) {
             let s = s.clone();
             async move {
                 let meta = ctx.metadata();
-                s.push((o.n, meta.id.clone(), meta.source.clone()));
+                s.push((o.n, meta.id().to_owned(), meta.source().to_owned()));
             }
         },
         FAST,

@@ -22,6 +22,7 @@ mod tests;
 
 pub(crate) use start::{Running, start, start_pattern};
 
+use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -269,7 +270,7 @@ impl Runner {
         if meta.event_type.is_empty()
             && let Some(e) = &self.event
         {
-            meta.event_type = e.name.to_owned();
+            meta.event_type = Cow::Borrowed(e.name);
         }
         meta
     }
