@@ -35,8 +35,6 @@ pub mod activity;
 mod bus;
 pub mod channel;
 mod config;
-#[cfg(feature = "conformance")]
-pub mod conformance;
 mod consumers;
 mod context;
 mod dedup;
@@ -61,6 +59,8 @@ pub mod topology;
 pub mod transport;
 mod type_check;
 
+#[cfg(feature = "conformance")]
+pub use bus::conformance;
 pub use bus::{Bus, BusBuilder, SubscriptionHandle, testing};
 pub use config::BusConfig;
 pub use context::Context;

@@ -3,6 +3,8 @@
 //! the crate root are the only ones that know it.
 
 mod builder;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod run;
 pub mod testing;
 
