@@ -57,10 +57,7 @@ impl MemoryTransport {
     pub fn consumers(&self, key: &str, group: &str) -> Vec<ConsumerInfo> {
         let now = Instant::now();
         let streams = lock(&self.shared.streams);
-        let Some(g) = streams
-            .get(key)
-            .and_then(|s| s.groups.iter().find(|g| g.name == group))
-        else {
+        let Some(g) = streams.group(key, group) else {
             return Vec::new();
         };
         g.consumers
@@ -78,10 +75,7 @@ impl MemoryTransport {
     pub fn pending(&self, key: &str, group: &str) -> Vec<PendingInfo> {
         let now = Instant::now();
         let streams = lock(&self.shared.streams);
-        let Some(g) = streams
-            .get(key)
-            .and_then(|s| s.groups.iter().find(|g| g.name == group))
-        else {
+        let Some(g) = streams.group(key, group) else {
             return Vec::new();
         };
         g.pel

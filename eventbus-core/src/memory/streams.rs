@@ -411,6 +411,11 @@ impl Streams {
         self.map.get_mut(key).expect("inserted above")
     }
 
+    /// Consumer group `group` of stream `key`, when both exist.
+    pub(super) fn group(&self, key: &str, group: &str) -> Option<&Group> {
+        self.get(key)?.groups.iter().find(|g| g.name == group)
+    }
+
     /// The stream at `key`, if it exists.
     pub(super) fn get(&self, key: &str) -> Option<&Stream> {
         self.map.get(key)
