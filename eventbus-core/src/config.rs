@@ -28,7 +28,20 @@ pub struct BusConfig {
     /// Timeout of [`Bus::request`](crate::Bus::request) (default 5 s).
     pub request_timeout: Duration,
     /// Entries pending this long with a dead consumer are claimed by a live one (default 30 s).
+    /// Live consumers look for such entries every `claim_idle / 10` (between 100 ms and 30 s),
+    /// so an entry is claimed between `claim_idle` and `claim_idle + claim_idle / 10` after its
+    /// consumer last read or renewed it.
     pub claim_idle: Duration,
+    /// How long a shutdown waits for handler calls in flight before it abandons them (default
+    /// 25 s, within the 30 s Kubernetes grants between SIGTERM and SIGKILL). An abandoned
+    /// call's entry stays pending under the consumer's name: the next instance of that name
+    /// handles it first, another consumer claims it after `claim_idle`.
+    pub shutdown_timeout: Duration,
+    /// Whether [`Bus::run_registered_handlers`](crate::Bus::run_registered_handlers) shuts
+    /// down on SIGTERM and SIGINT (Ctrl-C) (default `true`). Turn it off when the application
+    /// handles signals itself and stops the bus with
+    /// [`Bus::shutdown_token`](crate::Bus::shutdown_token).
+    pub shutdown_on_signals: bool,
     /// Where a new consumer group starts (default: the beginning of the stream).
     pub start_from: StartFrom,
     /// Largest accepted payload in bytes, on publish and on receive (default 1 MiB).
@@ -51,6 +64,8 @@ impl Default for BusConfig {
             default_max_len: Some(100_000),
             request_timeout: Duration::from_secs(5),
             claim_idle: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(25),
+            shutdown_on_signals: true,
             start_from: StartFrom::Beginning,
             max_payload_bytes: 1024 * 1024,
             settle_timeout: Duration::from_secs(30),

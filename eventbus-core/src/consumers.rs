@@ -52,6 +52,11 @@ impl Consumers {
         }
     }
 
+    /// The (stream, group) pairs with a consumer still running.
+    pub(crate) fn running(&self) -> Vec<(String, String)> {
+        self.groups().keys().cloned().collect()
+    }
+
     /// The consumer name in use, once the first group consumer started.
     pub(crate) fn name(&self) -> Option<&str> {
         self.identity.get().map(|identity| identity.name.as_str())

@@ -6,6 +6,7 @@ mod builder;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod run;
+mod stop;
 pub mod testing;
 
 use std::fmt;

@@ -11,26 +11,19 @@ use crate::handler::registered_handlers;
 use crate::topology::Topology;
 
 impl Bus {
-    /// Starts every `#[handler]` linked into this binary, then runs until Ctrl-C or
-    /// [`Bus::shutdown`]; then stops reading, lets in-flight handlers finish, acks and closes.
+    /// Starts every `#[handler]` linked into this binary, then runs until SIGTERM, Ctrl-C
+    /// (SIGINT) or [`Bus::shutdown`]; then shuts down like [`Bus::shutdown`]: stops reading,
+    /// lets in-flight handlers finish (at most [`BusConfig::shutdown_timeout`](crate::BusConfig::shutdown_timeout)),
+    /// acks and closes. [`BusConfig::shutdown_on_signals`](crate::BusConfig::shutdown_on_signals)
+    /// `false` leaves signals to the application, which stops the bus with
+    /// [`Bus::shutdown_token`] or [`Bus::shutdown`].
     ///
     /// Fails at start when two event types map to one channel (naming both), or when no handler
     /// is linked at all. Logs how many handlers it found per event type: a handler crate that
     /// the binary never references is not linked (add `use my_handlers as _;`).
     pub async fn run_registered_handlers(&self) -> Result<()> {
         self.start_registered_handlers().await?;
-        let shutdown = self.engine.shutdown_token();
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => {
-                if let Err(e) = r {
-                    tracing::warn!("cannot listen for Ctrl-C ({e}); waiting for Bus::shutdown");
-                    shutdown.cancelled().await;
-                } else {
-                    tracing::info!("Ctrl-C: shutting down");
-                }
-            }
-            () = shutdown.cancelled() => {}
-        }
+        super::stop::until_stopped(&self.engine).await;
         self.shutdown().await;
         Ok(())
     }
@@ -87,12 +80,15 @@ impl Bus {
 
     /// Stops every handler of this bus: stop reading, finish in-flight handler calls, ack, close
     /// the transport. Returns when all of that is done; publishing afterwards fails with
-    /// [`Error::Closed`].
+    /// [`Error::Closed`]. Calls still running after
+    /// [`BusConfig::shutdown_timeout`](crate::BusConfig::shutdown_timeout) are abandoned (and
+    /// logged): their entries stay pending, and the next instance of this consumer name handles
+    /// them first.
     pub async fn shutdown(&self) {
         let engine = &self.engine;
         engine.shutdown_token().cancel();
         engine.tasks().close();
-        engine.tasks().wait().await;
+        super::stop::drain(engine).await;
         crate::consumers::release(engine).await;
         // Only now: handlers that were finishing could still publish follow-ups and requests.
         engine.closed_token().cancel();

@@ -22,10 +22,15 @@ use crate::error::{
 };
 use crate::reply::{self, Entry};
 
-/// Claim scans run at most this often…
-const CLAIM_EVERY_MIN: Duration = Duration::from_secs(1);
+/// A claim scan runs every `claim_idle / CLAIM_SCANS_PER_IDLE`, so an entry is claimed at most
+/// a tenth of `claim_idle` after it became claimable…
+const CLAIM_SCANS_PER_IDLE: u32 = 10;
+/// …but at most this often (a scan costs Redis a walk of the pending list)…
+const CLAIM_EVERY_MIN: Duration = Duration::from_millis(100);
 /// …and at least this often.
 const CLAIM_EVERY_MAX: Duration = Duration::from_secs(30);
+/// Members that are gone are looked for at most this often, whatever the claim scans do.
+const PRUNE_EVERY_MIN: Duration = Duration::from_secs(1);
 /// `XAUTOCLAIM` calls per fetch at most (each scans up to 10 × COUNT PEL entries).
 const CLAIM_ROUNDS: usize = 10;
 /// The in-flight entries of a consumer are renewed at most this often.
@@ -39,6 +44,7 @@ pub(super) struct GroupConsumer {
     consumer: String,
     claim_idle: Duration,
     claim_every: Duration,
+    prune_every: Duration,
     stats: Arc<Stats>,
     what: String,
     in_flight: InFlight,
@@ -55,6 +61,7 @@ struct GroupState {
     own_pending: Option<String>,
     next_claim: Instant,
     claim_cursor: String,
+    next_prune: Instant,
 }
 
 impl GroupConsumer {
@@ -79,8 +86,10 @@ impl GroupConsumer {
                 own_pending: Some("0".to_owned()),
                 next_claim: Instant::now(),
                 claim_cursor: "0-0".to_owned(),
+                next_prune: Instant::now(),
             }),
-            claim_every: (spec.claim_idle / 2).clamp(CLAIM_EVERY_MIN, CLAIM_EVERY_MAX),
+            claim_every: claim_every(spec.claim_idle),
+            prune_every: (spec.claim_idle / 2).clamp(PRUNE_EVERY_MIN, CLAIM_EVERY_MAX),
             inner,
             stream: spec.stream,
             group: spec.group,
@@ -255,16 +264,20 @@ impl GroupConsumer {
                 claimed.push(entry);
             }
             if st.claim_cursor == "0-0" {
-                st.next_claim = Instant::now() + self.claim_every;
-                // A full scan: members whose work was claimed and who read no more are gone.
-                membership::prune(
-                    &self.inner,
-                    &self.stream,
-                    &self.group,
-                    &self.consumer,
-                    self.prune_after,
-                )
-                .await;
+                let now = Instant::now();
+                st.next_claim = now + self.claim_every;
+                if now >= st.next_prune {
+                    st.next_prune = now + self.prune_every;
+                    // A full scan: members whose work was claimed and who read no more are gone.
+                    membership::prune(
+                        &self.inner,
+                        &self.stream,
+                        &self.group,
+                        &self.consumer,
+                        self.prune_after,
+                    )
+                    .await;
+                }
                 break;
             }
             if claimed.len() >= max {
@@ -371,6 +384,12 @@ impl GroupConsumer {
         }
         Ok(())
     }
+}
+
+/// How often a consumer scans its group for claimable entries: an entry idle for `claim_idle`
+/// is claimed at most this much later (when the consumer has room for it).
+fn claim_every(claim_idle: Duration) -> Duration {
+    (claim_idle / CLAIM_SCANS_PER_IDLE).clamp(CLAIM_EVERY_MIN, CLAIM_EVERY_MAX)
 }
 
 /// Renews the consumer's in-flight entries every third of `claim_idle`, for as long as the

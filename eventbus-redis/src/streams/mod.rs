@@ -9,8 +9,9 @@
 //!    previous process of the same consumer name read but did not acknowledge; and again after
 //!    a lost connection, for entries Redis handed over in a reply that never arrived (entries
 //!    in flight in this process are skipped);
-//! 2. every `claim_idle / 2` (between 1 s and 30 s), entries idle for `claim_idle` in any
-//!    member's PEL (`XAUTOCLAIM`): the work of a consumer that died;
+//! 2. every `claim_idle / 10` (between 100 ms and 30 s), entries idle for `claim_idle` in any
+//!    member's PEL (`XAUTOCLAIM`): the work of a consumer that died, claimed between
+//!    `claim_idle` and `claim_idle + claim_idle / 10` after its consumer last touched it;
 //! 3. new entries (`XREADGROUP … BLOCK … STREAMS key >`), waiting at most `RedisOptions::block`.
 //!
 //! Redis counts deliveries per entry (re-reads and claims included); that count, read with
