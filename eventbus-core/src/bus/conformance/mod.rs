@@ -235,6 +235,7 @@ macro_rules! __conformance_rules {
             publishing::namespaces_isolate_buses_on_one_backend,
             publishing::shutdown_lets_in_flight_calls_finish_and_acks_them,
             publishing::a_handler_finishing_during_shutdown_can_still_publish,
+            publishing::a_call_running_past_shutdown_timeout_is_abandoned_to_the_next_instance,
         }
     };
     (@tests [$backend:expr] $($area:ident :: $rule:ident),* $(,)?) => {

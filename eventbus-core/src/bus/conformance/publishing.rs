@@ -1,8 +1,9 @@
 //! What a handler learns of its event, what it publishes in turn, batches, namespaces, and the
-//! shutdown that lets handlers finish.
+//! shutdown that lets handlers finish (within `shutdown_timeout`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
@@ -278,4 +279,59 @@ pub async fn a_handler_finishing_during_shutdown_can_still_publish(backend: &dyn
         .expect("publish");
     setup.drained(&follow_ups.channel_of::<FollowUp>(), 1).await;
     assert_eq!(seen.items(), vec![3, 4], "the follow-up is in the stream");
+}
+
+/// A call still running after `shutdown_timeout` is abandoned: `shutdown` returns, the entry
+/// stays pending under the consumer's name, and the next instance of that name handles it
+/// first (at once, not after `claim_idle`).
+pub async fn a_call_running_past_shutdown_timeout_is_abandoned_to_the_next_instance(
+    backend: &dyn Backend,
+) {
+    let setup = Setup::new(backend, "shutdown_timeout");
+    let instance = |limit: Duration| {
+        setup.builder().instance("stuck").configure(move |c| {
+            c.shutdown_timeout = limit;
+            c.claim_idle = Duration::from_secs(600);
+        })
+    };
+    let limit = Duration::from_millis(300);
+    let bus = setup.bus_from(instance(limit)).await;
+    let started = Arc::new(AtomicBool::new(false));
+    let s = started.clone();
+    bus.subscribe_with(
+        move |_: Order| {
+            let s = s.clone();
+            async move {
+                s.store(true, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+            }
+        },
+        FAST.group("workers"),
+    )
+    .await
+    .expect("subscribe");
+    bus.publish(&Order { n: 7 }).await.expect("publish");
+    eventually("the handler to start", || started.load(Ordering::SeqCst)).await;
+    let began = Instant::now();
+    tokio::time::timeout(PATIENCE, bus.shutdown())
+        .await
+        .expect("shutdown returns after shutdown_timeout");
+    let took = began.elapsed();
+    assert!(took >= limit, "shutdown gave up after {took:?}, before {limit:?}");
+
+    let attempts: Recorder<(u32, u32)> = Recorder::default();
+    let a = attempts.clone();
+    let next = setup.bus_from(instance(PATIENCE)).await;
+    next.subscribe_with(
+        move |o: Order, ctx: Context| {
+            let a = a.clone();
+            async move { a.push((o.n, ctx.attempt())) }
+        },
+        FAST.group("workers"),
+    )
+    .await
+    .expect("subscribe");
+    assert_eq!(next.consumer_name(), Some("stuck"), "the name was released");
+    setup.drained(&bus.channel_of::<Order>(), 1).await;
+    assert_eq!(attempts.items(), vec![(7, 2)]);
 }
