@@ -31,7 +31,10 @@ pub(super) async fn until_stopped(engine: &Engine) {
 /// entries stay pending under this bus's consumer name.
 pub(super) async fn drain(engine: &Engine) -> bool {
     let limit = engine.config().shutdown_timeout;
-    if tokio::time::timeout(limit, engine.tasks().wait()).await.is_ok() {
+    if tokio::time::timeout(limit, engine.tasks().wait())
+        .await
+        .is_ok()
+    {
         return true;
     }
     let consumer = engine.consumers().name().unwrap_or("-");

@@ -419,10 +419,15 @@ pub(crate) async fn run_stream(runner: Runner, consumer: Arc<dyn StreamConsumer>
             }
         }
     }
+    // Acked as they finish: a call still running when `shutdown_timeout` ends the wait must not
+    // hold back the acks of the others (they would be handled again).
     while let Some(outcome) = in_flight.next().await {
         collect(outcome, &mut acks);
+        while let Some(Some(outcome)) = in_flight.next().now_or_never() {
+            collect(outcome, &mut acks);
+        }
+        flush_acks(&runner, &*consumer, &mut acks).await;
     }
-    flush_acks(&runner, &*consumer, &mut acks).await;
     consumer.leave().await;
     if let Some(event) = &runner.event {
         let stream = runner.engine.key(event.channel);

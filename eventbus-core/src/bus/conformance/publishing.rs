@@ -317,7 +317,10 @@ pub async fn a_call_running_past_shutdown_timeout_is_abandoned_to_the_next_insta
         .await
         .expect("shutdown returns after shutdown_timeout");
     let took = began.elapsed();
-    assert!(took >= limit, "shutdown gave up after {took:?}, before {limit:?}");
+    assert!(
+        took >= limit,
+        "shutdown gave up after {took:?}, before {limit:?}"
+    );
 
     let attempts: Recorder<(u32, u32)> = Recorder::default();
     let a = attempts.clone();
