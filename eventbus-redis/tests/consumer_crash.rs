@@ -441,3 +441,92 @@ async fn with_dedup_a_killed_consumer_causes_no_duplicates() {
         "every handled id skipped once"
     );
 }
+
+/// One consumer that read an entry and died (a raw `XREADGROUP`, never acknowledged), and a
+/// survivor started `phase` later: how long after the read the survivor handled the entry.
+async fn claim_delay(claim_idle: Duration, phase: Duration) -> Duration {
+    let server = RedisServer::start();
+    let ns = namespace("claim-delay");
+    let publisher = builder(&server.url(), &ns).await.build().unwrap();
+    let stream = publisher.channel_of::<OrderCreated>();
+    let mut raw = plain(&server.url()).await;
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    publisher.publish(&OrderCreated { order_id: 1 }).await.unwrap();
+    let read: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg("dead")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let read_at = std::time::Instant::now();
+    assert_ne!(read, redis::Value::Nil, "the dead consumer read the entry");
+    // Not a wait for delivery: it sets where the survivor's claim scans fall relative to the
+    // moment the entry becomes claimable (a scan every `claim_idle` would find it up to a whole
+    // period late).
+    tokio::time::sleep(phase).await;
+
+    let survivor = builder(&server.url(), &ns)
+        .await
+        .instance("survivor")
+        .configure(|c| c.claim_idle = claim_idle)
+        .build()
+        .unwrap();
+    let handled: Recorder<std::time::Instant> = Recorder::default();
+    let h = handled.clone();
+    survivor
+        .subscribe_with(
+            move |_: OrderCreated| {
+                let h = h.clone();
+                async move { h.push(std::time::Instant::now()) }
+            },
+            handler_options(false, 1),
+        )
+        .await
+        .unwrap();
+    let claimed = common::wait_until(claim_idle * 2 + PATIENCE, || handled.len() == 1).await;
+    assert!(claimed, "the survivor never claimed the entry");
+    survivor.shutdown().await;
+    publisher.shutdown().await;
+    handled.items()[0] - read_at
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_consumers_entry_is_claimed_at_most_a_tenth_of_claim_idle_after_it_is_due() {
+    let claim_idle = Duration::from_secs(1);
+    let mut delays = Vec::new();
+    for quarter in 1..=3 {
+        let delay = claim_delay(claim_idle, claim_idle * quarter / 4).await;
+        // Redis counts the idle time from its reply, a moment before `read_at`.
+        assert!(
+            delay + Duration::from_millis(50) >= claim_idle,
+            "claimed after {delay:?}, before claim_idle"
+        );
+        // A scan every claim_idle / 10, plus the read and the call: far below 1.5 x claim_idle,
+        // the worst case of a scan every claim_idle / 2.
+        assert!(
+            delay < claim_idle.mul_f64(1.3),
+            "claimed {delay:?} after the read, claim_idle {claim_idle:?}"
+        );
+        delays.push(delay.as_millis());
+    }
+    println!(
+        "FIGURES claim_delay: claim_idle_ms={} scan_every_ms=100 survivor_started_ms_after_read=250,500,750 \
+         read_to_claim_ms={delays:?} max_past_due_ms={}",
+        claim_idle.as_millis(),
+        delays.iter().max().unwrap() - claim_idle.as_millis()
+    );
+}
