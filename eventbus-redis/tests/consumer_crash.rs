@@ -459,7 +459,10 @@ async fn claim_delay(claim_idle: Duration, phase: Duration) -> Duration {
         .query_async(&mut raw)
         .await
         .unwrap();
-    publisher.publish(&OrderCreated { order_id: 1 }).await.unwrap();
+    publisher
+        .publish(&OrderCreated { order_id: 1 })
+        .await
+        .unwrap();
     let read: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg(GROUP)
