@@ -203,6 +203,7 @@ macro_rules! __conformance_rules {
             streams::concurrency_one_handles_entries_in_order,
             streams::an_entry_is_acked_only_after_its_handler_succeeded,
             streams::entries_of_a_dead_consumer_are_claimed_after_claim_idle,
+            streams::a_dead_consumers_entry_is_claimed_soon_after_claim_idle,
             streams::a_restarted_instance_gets_its_own_pending_entries_at_once,
             streams::a_slow_handler_keeps_its_entry_from_other_consumers,
             streams::a_bare_payload_in_a_stream_entry_is_accepted,

@@ -283,7 +283,7 @@ pub async fn a_handler_finishing_during_shutdown_can_still_publish(backend: &dyn
 
 /// A call still running after `shutdown_timeout` is abandoned: `shutdown` returns, the entry
 /// stays pending under the consumer's name, and the next instance of that name handles it
-/// first (at once, not after `claim_idle`).
+/// first (at once, not after `claim_idle`). A call that finished meanwhile was acked.
 pub async fn a_call_running_past_shutdown_timeout_is_abandoned_to_the_next_instance(
     backend: &dyn Backend,
 ) {
@@ -296,22 +296,25 @@ pub async fn a_call_running_past_shutdown_timeout_is_abandoned_to_the_next_insta
     };
     let limit = Duration::from_millis(300);
     let bus = setup.bus_from(instance(limit)).await;
-    let started = Arc::new(AtomicBool::new(false));
+    let started: Recorder<u32> = Recorder::default();
     let s = started.clone();
     bus.subscribe_with(
-        move |_: Order| {
+        move |o: Order| {
             let s = s.clone();
             async move {
-                s.store(true, Ordering::SeqCst);
-                std::future::pending::<()>().await;
+                s.push(o.n);
+                if o.n == 7 {
+                    std::future::pending::<()>().await;
+                }
             }
         },
-        FAST.group("workers"),
+        FAST.group("workers").concurrency(2),
     )
     .await
     .expect("subscribe");
     bus.publish(&Order { n: 7 }).await.expect("publish");
-    eventually("the handler to start", || started.load(Ordering::SeqCst)).await;
+    bus.publish(&Order { n: 8 }).await.expect("publish");
+    eventually("both calls to start", || started.len() == 2).await;
     let began = Instant::now();
     tokio::time::timeout(PATIENCE, bus.shutdown())
         .await
@@ -336,5 +339,9 @@ pub async fn a_call_running_past_shutdown_timeout_is_abandoned_to_the_next_insta
     .expect("subscribe");
     assert_eq!(next.consumer_name(), Some("stuck"), "the name was released");
     setup.drained(&bus.channel_of::<Order>(), 1).await;
-    assert_eq!(attempts.items(), vec![(7, 2)]);
+    assert_eq!(
+        attempts.items(),
+        vec![(7, 2)],
+        "only the abandoned entry, again"
+    );
 }

@@ -1,7 +1,7 @@
 //! Durable events (streams and consumer groups): every group gets every event, the instances of
 //! a group compete for them, a broadcast handler sees all of them on every instance; calls in
 //! flight are bounded and in order at concurrency 1; an entry is acked only once handled; the
-//! entries of a dead consumer are claimed, those of a slow handler are not; entries written by
+//! entries of a dead consumer are claimed (soon after `claim_idle`), those of a slow handler are not; entries written by
 //! other producers are accepted.
 
 use std::collections::BTreeSet;
@@ -277,6 +277,53 @@ pub async fn entries_of_a_dead_consumer_are_claimed_after_claim_idle(backend: &d
         attempts.sorted(),
         vec![(1, 2), (2, 2)],
         "claimed: the second delivery of each"
+    );
+}
+
+/// Live consumers look for claimable entries every tenth of `claim_idle`: the entry of a dead
+/// consumer is claimed between `claim_idle` and about `claim_idle + claim_idle / 10` after it
+/// was read, wherever the survivor's scans fall (here it starts half a period later).
+pub async fn a_dead_consumers_entry_is_claimed_soon_after_claim_idle(backend: &dyn Backend) {
+    let claim_idle = Duration::from_secs(1);
+    let setup = Setup::new(backend, "claim_due");
+    let builder = || setup.builder().configure(|c| c.claim_idle = claim_idle);
+    let bus = setup.bus_from(builder()).await;
+    let dead = bus
+        .transport()
+        .consume(consumer_spec(&bus, "workers", "crashed"))
+        .await
+        .expect("consume");
+    bus.publish(&Order { n: 1 }).await.expect("publish");
+    let got = fetch(&*dead, 1).await;
+    let read_at = std::time::Instant::now();
+    drop((got, dead));
+    // Not a wait for delivery: it puts the survivor's claim scans out of step with the moment
+    // the entry becomes claimable, where a scan every half `claim_idle` would be half late.
+    tokio::time::sleep(claim_idle / 2).await;
+
+    let claimed: Recorder<std::time::Instant> = Recorder::default();
+    let c = claimed.clone();
+    let survivor = setup.bus_from(builder()).await;
+    survivor
+        .subscribe_with(
+            move |_: Order| {
+                let c = c.clone();
+                async move { c.push(std::time::Instant::now()) }
+            },
+            FAST.group("workers"),
+        )
+        .await
+        .expect("subscribe");
+    eventually("the entry to be claimed", || claimed.len() == 1).await;
+    let delay = claimed.items()[0] - read_at;
+    // The store counts the idle time from its reply, a moment before `read_at`.
+    assert!(
+        delay + Duration::from_millis(50) >= claim_idle,
+        "claimed {delay:?} after the read, before claim_idle {claim_idle:?}"
+    );
+    assert!(
+        delay < claim_idle.mul_f64(1.3),
+        "claimed {delay:?} after the read, claim_idle {claim_idle:?}"
     );
 }
 
