@@ -297,15 +297,18 @@ pub async fn a_call_running_past_shutdown_timeout_is_abandoned_to_the_next_insta
     let limit = Duration::from_millis(300);
     let bus = setup.bus_from(instance(limit)).await;
     let started: Recorder<u32> = Recorder::default();
-    let s = started.clone();
+    // Holds the call of 8 until the shutdown began: it finishes during the wait for 7.
+    let gate = Arc::new(Semaphore::new(0));
+    let (s, g) = (started.clone(), gate.clone());
     bus.subscribe_with(
         move |o: Order| {
-            let s = s.clone();
+            let (s, g) = (s.clone(), g.clone());
             async move {
                 s.push(o.n);
                 if o.n == 7 {
                     std::future::pending::<()>().await;
                 }
+                let _permit = g.acquire().await;
             }
         },
         FAST.group("workers").concurrency(2),
@@ -316,9 +319,19 @@ pub async fn a_call_running_past_shutdown_timeout_is_abandoned_to_the_next_insta
     bus.publish(&Order { n: 8 }).await.expect("publish");
     eventually("both calls to start", || started.len() == 2).await;
     let began = Instant::now();
-    tokio::time::timeout(PATIENCE, bus.shutdown())
+    let stopping = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.shutdown().await }
+    });
+    eventually("the shutdown to begin", || {
+        bus.shutdown_token().is_cancelled()
+    })
+    .await;
+    gate.add_permits(1);
+    tokio::time::timeout(PATIENCE, stopping)
         .await
-        .expect("shutdown returns after shutdown_timeout");
+        .expect("shutdown returns after shutdown_timeout")
+        .expect("shutdown does not panic");
     let took = began.elapsed();
     assert!(
         took >= limit,
