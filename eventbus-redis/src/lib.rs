@@ -145,7 +145,6 @@ use eventbus_core::transport::{
     SubscribeSpec, Subscription, Target,
 };
 use eventbus_core::{Durability, Error, Result, Transport};
-use redis::aio::ConnectionManagerConfig;
 use redis::{AsyncConnectionConfig, ProtocolVersion};
 use tokio_util::sync::CancellationToken;
 
@@ -223,15 +222,15 @@ impl RedisTransport {
                 .await
                 .map_err(|e| connect_failed(&address, &options, e))?,
         );
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(options.response_timeout))
-            .set_connection_timeout(Some(options.connection_timeout))
-            .set_max_delay(options.reconnect_max_delay);
-        let publisher = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|e| connect_failed(&address, &options, e))?;
-        let publisher = connection::SharedConnection::new(publisher, &options);
+        let closed = CancellationToken::new();
+        let publisher = connection::SharedConnection::connect(
+            client,
+            &options,
+            address.to_string(),
+            closed.clone(),
+        )
+        .await
+        .map_err(|e| connect_failed(&address, &options, e))?;
         tracing::debug!(server = %address, "connected to Redis");
         let consumer_client = address.client(ProtocolVersion::RESP2)?;
         Ok(RedisTransport {
@@ -241,7 +240,7 @@ impl RedisTransport {
                 options,
                 publisher,
                 pubsub: tokio::sync::OnceCell::new(),
-                closed: CancellationToken::new(),
+                closed,
             }),
         })
     }
@@ -302,6 +301,10 @@ fn connect_failed(address: &ServerAddress, options: &RedisOptions, e: redis::Red
 impl Transport for RedisTransport {
     fn name(&self) -> &'static str {
         error::TRANSPORT
+    }
+
+    fn count_in(&self, stats: &Arc<eventbus_core::stats::Stats>) {
+        self.inner.publisher.count_in(stats);
     }
 
     async fn publish(&self, message: Outgoing) -> Result<Receipt> {
