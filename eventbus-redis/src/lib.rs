@@ -44,7 +44,11 @@
 //!   on one socket. It speaks RESP3, so a lost connection is noticed at once and
 //!   re-established with backoff in the background; a publish sent meanwhile waits for it, but
 //!   never longer than [`RedisOptions::connection_timeout`] +
-//!   [`RedisOptions::response_timeout`]: then it fails with a timeout error.
+//!   [`RedisOptions::response_timeout`]: then it fails with a timeout error. A connection that
+//!   dies without closing (a lost NAT entry) is found by the first command that times out: a
+//!   `PING` without answer within [`RedisOptions::response_timeout`] gets it replaced, so it
+//!   holds up publishes and acks for at most `2 × response_timeout + connection_timeout` once a
+//!   new connection can get through. Every loss is logged and counted in `Stats::reconnects`.
 //! * **Pub/sub** uses one more connection per transport, opened at the first subscription. It
 //!   speaks RESP3 and restores every `SUBSCRIBE`/`PSUBSCRIBE` by itself after a reconnect.
 //!   Messages published while it was down are lost (pub/sub is at-most-once): each loss of the

@@ -18,6 +18,9 @@
 //!
 //! `recovery_ms` runs from the end of the black hole to the first publish that succeeded after
 //! it, `settle_ms` to the moment every acknowledged event was handled and acked.
+//!
+//! A last test checks that a producer counts a connection closed under it, which the connection
+//! manager re-establishes by itself.
 
 mod common;
 
@@ -370,4 +373,29 @@ async fn publishes_and_acks_come_back_when_the_network_heals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_shared_connection_is_replaced_when_only_new_connections_get_through() {
     survive_black_hole(Heal::NewConnectionsOnly, "new_only").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_logs_and_counts_the_loss_of_its_connection() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port()).await;
+    let producer = bus_on(&proxy.url(), &namespace("producer_loss")).await;
+    producer
+        .publish(&OrderShipped { id: 0 })
+        .await
+        .expect("publish before the cut");
+    proxy.cut();
+    // The manager reconnects by itself after a closed socket; the loss is counted all the same.
+    let mut id = 1;
+    let counted = wait_until_async(PATIENCE, async || {
+        let published = producer.publish(&OrderShipped { id }).await.is_ok();
+        id += 1;
+        published && producer.stats().reconnects >= 1
+    })
+    .await;
+    assert!(
+        counted,
+        "the producer did not count its lost connection: {:?}",
+        producer.stats()
+    );
 }
