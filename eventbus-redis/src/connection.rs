@@ -13,10 +13,12 @@
 //! forever. So the first command that times out starts a repair: a `PING` with
 //! `response_timeout` as deadline tells a slow reply from a dead path; when it gets no answer
 //! the connection is dropped and a new one made, attempt after attempt (each bounded by
-//! `connection_timeout`), until one answers. Commands keep going to the old connection until the
-//! new one is in place, and fail with their timeout error there: a dead path holds up commands
-//! for at most `2 × response_timeout + connection_timeout` (the command that timed out, the
-//! `PING`, a new connection) once a new connection can get through.
+//! `connection_timeout`), until one answers. While the `PING` runs, commands still go to the old
+//! connection (a slow server is not a dead one); once it went unanswered they wait for the new
+//! connection instead, within their deadline, and fail with the timeout error when it does not
+//! come. A dead path holds up commands for at most `2 × response_timeout + connection_timeout`
+//! (the command that timed out, the `PING`, a new connection) once a new connection can get
+//! through.
 //!
 //! Replacing the connection changes nothing about what was acknowledged: a command returns `Ok`
 //! only with the server's reply, and one cut off by the replacement fails; it may or may not
@@ -36,6 +38,7 @@ use redis::aio::{
     AsyncPushSender, ConnectionLike, ConnectionManager, ConnectionManagerConfig, SendError,
 };
 use redis::{Cmd, Pipeline, PushInfo, PushKind, RedisError, RedisFuture, RedisResult, Value};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::RedisOptions;
@@ -64,6 +67,10 @@ struct Shared {
     connection_timeout: Duration,
     /// Set while a repair (probe, then replacement) runs: one at a time.
     repairing: AtomicBool,
+    /// Set while the connection in use is known dead: commands wait for its replacement.
+    dead: AtomicBool,
+    /// Bumped (to the new generation) when a replacement is in place, for the waiting commands.
+    replaced: watch::Sender<u64>,
     losses: Arc<Losses>,
 }
 
@@ -155,6 +162,8 @@ impl SharedConnection {
                 probe_timeout: options.response_timeout,
                 connection_timeout: options.connection_timeout,
                 repairing: AtomicBool::new(false),
+                dead: AtomicBool::new(false),
+                replaced: watch::Sender::new(0),
                 losses,
             }),
         })
@@ -168,6 +177,8 @@ impl SharedConnection {
             .stats
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        // Buses come and go on a long-lived transport: forget the dropped ones.
+        all.retain(|s| s.strong_count() > 0);
         let stats = Arc::downgrade(stats);
         if !all.iter().any(|s| s.ptr_eq(&stats)) {
             all.push(stats);
@@ -180,8 +191,19 @@ impl SharedConnection {
         request: impl AsyncFnOnce(&mut ConnectionManager) -> RedisResult<T>,
     ) -> RedisResult<T> {
         let shared = &self.shared;
-        let (mut manager, generation) = shared.current();
-        match tokio::time::timeout(shared.deadline, request(&mut manager)).await {
+        let generation = shared.losses.generation.load(Ordering::SeqCst);
+        let attempt = async {
+            if shared.dead.load(Ordering::SeqCst) {
+                let mut replaced = shared.replaced.subscribe();
+                // The sender lives as long as `shared`: this ends only when the flag clears.
+                let _ = replaced
+                    .wait_for(|_| !shared.dead.load(Ordering::SeqCst))
+                    .await;
+            }
+            let (mut manager, _) = shared.current();
+            request(&mut manager).await
+        };
+        match tokio::time::timeout(shared.deadline, attempt).await {
             Ok(Err(e)) if e.is_timeout() => {
                 shared.suspect(generation);
                 Err(e)
@@ -236,6 +258,7 @@ impl Shared {
                 () = repair(&shared, generation) => {}
             }
             if let Some(shared) = shared.upgrade() {
+                shared.dead.store(false, Ordering::SeqCst);
                 shared.repairing.store(false, Ordering::SeqCst);
             }
         });
@@ -277,6 +300,10 @@ impl Shared {
             self.losses.generation.store(generation, Ordering::SeqCst);
             std::mem::replace(&mut *current, fresh)
         };
+        // Counted before the waiting commands go on: whoever sees them succeed sees the count.
+        self.losses.count();
+        self.dead.store(false, Ordering::SeqCst);
+        self.replaced.send_replace(generation);
         // Commands still in flight on the old connection hold clones of it: they end at their
         // response timeout, then the connection closes.
         drop(old);
@@ -294,11 +321,12 @@ async fn repair(shared: &Weak<Shared>, generation: u64) {
         if s.answers().await {
             return;
         }
+        s.dead.store(true, Ordering::SeqCst);
         tracing::warn!(
             server = %s.losses.server,
             timeout = ?s.probe_timeout,
             "the shared connection to Redis did not answer a PING in time; replacing it \
-             (publishes and acks fail with a timeout until it is replaced)"
+             (publishes and acks wait for the new one, within their deadline)"
         );
     }
     let mut attempts = 0u32;
@@ -309,7 +337,6 @@ async fn repair(shared: &Weak<Shared>, generation: u64) {
         attempts += 1;
         match s.replace(generation + 1).await {
             Ok(()) => {
-                s.losses.count();
                 tracing::warn!(
                     server = %s.losses.server,
                     attempts,

@@ -399,3 +399,53 @@ async fn a_producer_logs_and_counts_the_loss_of_its_connection() {
         producer.stats()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_producer_finds_its_dead_connection_at_the_first_timeout() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port()).await;
+    let producer = bus_on(&proxy.url(), &namespace("idle_producer")).await;
+    producer
+        .publish(&OrderShipped { id: 0 })
+        .await
+        .expect("publish before the black hole");
+    // Nothing is sent while the old connection dies: the first publish after it finds out.
+    proxy.stall();
+    proxy.resume_new_only();
+    let began = Instant::now();
+    let mut outcomes = Vec::new();
+    let mut id = 1;
+    while began.elapsed() < PATIENCE && outcomes.len() < 100 {
+        let outcome = publish(&producer, id).await;
+        id += 1;
+        let ok = outcome.error.is_none();
+        outcomes.push(outcome);
+        if ok {
+            break;
+        }
+    }
+    let back = began.elapsed();
+    let opts = options();
+    // The publish that timed out, the PING that decides, a new connection.
+    let bound = 2 * opts.response_timeout + opts.connection_timeout + SLACK;
+    println!(
+        "FIGURES blackhole_idle_producer: back_ms={} failed_first={} producer_reconnects={}",
+        back.as_millis(),
+        outcomes.len() - 1,
+        producer.stats().reconnects
+    );
+    assert!(
+        outcomes.last().is_some_and(|o| o.error.is_none()),
+        "publishing never came back: {:?}",
+        outcomes.last()
+    );
+    assert!(
+        outcomes.iter().all(|o| o.error.is_none() || o.timeout),
+        "a publish failed with something else than a timeout: {outcomes:?}"
+    );
+    assert!(
+        back <= bound,
+        "publishing came back after {back:?} (bound {bound:?})"
+    );
+    assert!(producer.stats().reconnects >= 1, "{:?}", producer.stats());
+}
