@@ -14,11 +14,11 @@
 //! `response_timeout` as deadline tells a slow reply from a dead path; when it gets no answer
 //! the connection is dropped and a new one made, attempt after attempt (each bounded by
 //! `connection_timeout`), until one answers. While the `PING` runs, commands still go to the old
-//! connection (a slow server is not a dead one); once it went unanswered they wait for the new
-//! connection instead, within their deadline, and fail with the timeout error when it does not
-//! come. A dead path holds up commands for at most `2 × response_timeout + connection_timeout`
-//! (the command that timed out, the `PING`, a new connection) once a new connection can get
-//! through.
+//! connection (a slow server is not a dead one); once it went unanswered, or another command
+//! timed out meanwhile, they wait for the new connection instead, within their deadline, and
+//! fail with the timeout error when it does not come. A dead path holds up commands for at most
+//! `2 × response_timeout + connection_timeout` (the command that timed out, the `PING`, a new
+//! connection) once a new connection can get through.
 //!
 //! Replacing the connection changes nothing about what was acknowledged: a command returns `Ok`
 //! only with the server's reply, and one cut off by the replacement fails; it may or may not
@@ -191,7 +191,9 @@ impl SharedConnection {
         request: impl AsyncFnOnce(&mut ConnectionManager) -> RedisResult<T>,
     ) -> RedisResult<T> {
         let shared = &self.shared;
-        let generation = shared.losses.generation.load(Ordering::SeqCst);
+        // The connection the command went to, for the repair its timeout starts; read before
+        // the command runs, so that a timeout while waiting suspects the connection found dead.
+        let used = AtomicU64::new(shared.losses.generation.load(Ordering::SeqCst));
         let attempt = async {
             if shared.dead.load(Ordering::SeqCst) {
                 let mut replaced = shared.replaced.subscribe();
@@ -200,10 +202,13 @@ impl SharedConnection {
                     .wait_for(|_| !shared.dead.load(Ordering::SeqCst))
                     .await;
             }
-            let (mut manager, _) = shared.current();
+            let (mut manager, generation) = shared.current();
+            used.store(generation, Ordering::Relaxed);
             request(&mut manager).await
         };
-        match tokio::time::timeout(shared.deadline, attempt).await {
+        let result = tokio::time::timeout(shared.deadline, attempt).await;
+        let generation = used.load(Ordering::Relaxed);
+        match result {
             Ok(Err(e)) if e.is_timeout() => {
                 shared.suspect(generation);
                 Err(e)
@@ -243,11 +248,16 @@ impl Shared {
     /// A command on connection `generation` timed out: checks it, unless a check runs already
     /// or that connection was replaced since.
     fn suspect(self: &Arc<Self>, generation: u64) {
-        if self.losses.closed.is_cancelled() || self.repairing.swap(true, Ordering::SeqCst) {
+        if self.losses.closed.is_cancelled()
+            || self.losses.generation.load(Ordering::SeqCst) != generation
+        {
             return;
         }
-        if self.losses.generation.load(Ordering::SeqCst) != generation {
-            self.repairing.store(false, Ordering::SeqCst);
+        if self.repairing.swap(true, Ordering::SeqCst) {
+            // Another timeout while the PING runs: as good as a PING without answer, so the
+            // next commands wait for a new connection instead of timing out on this one. A
+            // PING that is answered after all clears it.
+            self.dead.store(true, Ordering::SeqCst);
             return;
         }
         let shared = Arc::downgrade(self);
