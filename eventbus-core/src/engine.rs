@@ -136,12 +136,14 @@ impl Engine {
             .as_ref()
             .map(|ns| format!("{ns}."))
             .unwrap_or_default();
+        let stats = Arc::new(Stats::default());
+        transport.count_in(&stats);
         Engine {
             transport,
             source: Arc::from(config.source.as_str()),
             prefix,
             state,
-            stats: Arc::new(Stats::default()),
+            stats,
             recorder: record.then(|| Mutex::new(Recorder::default())),
             shutdown: CancellationToken::new(),
             closed: CancellationToken::new(),

@@ -285,6 +285,12 @@ pub trait Transport: Send + Sync + 'static {
     /// A short name for errors and logs: `memory`, `redis`.
     fn name(&self) -> &'static str;
 
+    /// Where the transport counts what happens to connections no subscription owns (the
+    /// `reconnects` of a shared publishing connection). Called by every bus built on it.
+    fn count_in(&self, stats: &Arc<Stats>) {
+        let _ = stats;
+    }
+
     /// Publishes one message: `PUBLISH` for ephemeral, `XADD` for durable. Returns only after
     /// the backend accepted it.
     async fn publish(&self, message: Outgoing) -> Result<Receipt>;

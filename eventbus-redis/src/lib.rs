@@ -44,7 +44,11 @@
 //!   on one socket. It speaks RESP3, so a lost connection is noticed at once and
 //!   re-established with backoff in the background; a publish sent meanwhile waits for it, but
 //!   never longer than [`RedisOptions::connection_timeout`] +
-//!   [`RedisOptions::response_timeout`]: then it fails with a timeout error.
+//!   [`RedisOptions::response_timeout`]: then it fails with a timeout error. A connection that
+//!   dies without closing (a lost NAT entry) is found by the first command that times out: a
+//!   `PING` without answer within [`RedisOptions::response_timeout`] gets it replaced, so it
+//!   holds up publishes and acks for at most `2 × response_timeout + connection_timeout` once a
+//!   new connection can get through. Every loss is logged and counted in `Stats::reconnects`.
 //! * **Pub/sub** uses one more connection per transport, opened at the first subscription. It
 //!   speaks RESP3 and restores every `SUBSCRIBE`/`PSUBSCRIBE` by itself after a reconnect.
 //!   Messages published while it was down are lost (pub/sub is at-most-once): each loss of the
@@ -145,7 +149,6 @@ use eventbus_core::transport::{
     SubscribeSpec, Subscription, Target,
 };
 use eventbus_core::{Durability, Error, Result, Transport};
-use redis::aio::ConnectionManagerConfig;
 use redis::{AsyncConnectionConfig, ProtocolVersion};
 use tokio_util::sync::CancellationToken;
 
@@ -223,15 +226,15 @@ impl RedisTransport {
                 .await
                 .map_err(|e| connect_failed(&address, &options, e))?,
         );
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(options.response_timeout))
-            .set_connection_timeout(Some(options.connection_timeout))
-            .set_max_delay(options.reconnect_max_delay);
-        let publisher = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|e| connect_failed(&address, &options, e))?;
-        let publisher = connection::SharedConnection::new(publisher, &options);
+        let closed = CancellationToken::new();
+        let publisher = connection::SharedConnection::connect(
+            client,
+            &options,
+            address.to_string(),
+            closed.clone(),
+        )
+        .await
+        .map_err(|e| connect_failed(&address, &options, e))?;
         tracing::debug!(server = %address, "connected to Redis");
         let consumer_client = address.client(ProtocolVersion::RESP2)?;
         Ok(RedisTransport {
@@ -241,7 +244,7 @@ impl RedisTransport {
                 options,
                 publisher,
                 pubsub: tokio::sync::OnceCell::new(),
-                closed: CancellationToken::new(),
+                closed,
             }),
         })
     }
@@ -302,6 +305,10 @@ fn connect_failed(address: &ServerAddress, options: &RedisOptions, e: redis::Red
 impl Transport for RedisTransport {
     fn name(&self) -> &'static str {
         error::TRANSPORT
+    }
+
+    fn count_in(&self, stats: &Arc<eventbus_core::stats::Stats>) {
+        self.inner.publisher.count_in(stats);
     }
 
     async fn publish(&self, message: Outgoing) -> Result<Receipt> {

@@ -1,0 +1,451 @@
+//! The shared command connection (publishes, acks) comes back from a network black hole.
+//!
+//! A loopback proxy ([`common::proxy`]) black-holes every connection for a few seconds while
+//! publishers keep going, then lets traffic through again, in two ways:
+//!
+//! * healed: every connection forwards again, with what was held meanwhile;
+//! * new connections only: the old connections stay dead, as after a NAT gateway or firewall lost
+//!   its connection table. Only a transport that notices and opens new connections recovers.
+//!
+//! Each test checks that publishes succeed again within the bound of the README
+//! (`connection_timeout + response_timeout`, plus scheduling slack, once the path is back), that
+//! every failure during the outage was a timeout within the command deadline, that each event
+//! whose publish returned `Ok` was handled and acknowledged (nothing left pending), and prints:
+//!
+//! ```text
+//! FIGURES blackhole_<mode>: published_ok=N failed=N slowest_failure_ms=N recovery_ms=N settle_ms=N handled=N lost=0 duplicates=N producer_reconnects=N consumer_reconnects=N
+//! ```
+//!
+//! `recovery_ms` runs from the end of the black hole to the first publish that succeeded after
+//! it, `settle_ms` to the moment every acknowledged event was handled and acked.
+//!
+//! A last test checks that a producer counts a connection closed under it, which the connection
+//! manager re-establishes by itself.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::proxy::Proxy;
+use common::{PATIENCE, Recorder, RedisServer, namespace, plain, wait_until, wait_until_async};
+use eventbus_core::Error;
+use eventbus_core::prelude::*;
+use eventbus_redis::{RedisOptions, RedisTransport};
+use tokio::time::MissedTickBehavior;
+
+#[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[event(name = "blackhole.OrderShipped")]
+struct OrderShipped {
+    id: u64,
+}
+
+const GROUP: &str = "shipping";
+/// Publishers running at once, so that commands are in flight while the connection is replaced.
+const PUBLISHERS: u64 = 4;
+/// One publish per tick and publisher: about 2,000 events per second in all.
+const TICK: Duration = Duration::from_millis(2);
+/// Hard limits of each publisher, whatever the test does.
+const MAX_RUN: Duration = Duration::from_secs(30);
+const MAX_EVENTS: u64 = 25_000;
+/// A publish still running after this is a hang.
+const HANG: Duration = Duration::from_secs(15);
+/// How long the network stays black-holed: longer than every timeout of the bus.
+const OUTAGE: Duration = Duration::from_secs(3);
+/// Scheduling slack on top of every bound (two cores shared by several builds).
+const SLACK: Duration = Duration::from_millis(500);
+
+fn options() -> RedisOptions {
+    RedisOptions::default()
+        .response_timeout(Duration::from_millis(500))
+        .connection_timeout(Duration::from_millis(500))
+        .reconnect_max_delay(Duration::from_millis(200))
+        .block(Duration::from_millis(500))
+        .health_check_interval(Duration::from_millis(250))
+}
+
+async fn bus_on(url: &str, ns: &str) -> Bus {
+    let transport = RedisTransport::connect_with(url, options())
+        .await
+        .expect("connect to the test server");
+    Bus::builder()
+        .transport(transport)
+        .namespace(ns)
+        .build()
+        .expect("valid bus")
+}
+
+/// One publish and how it ended.
+#[derive(Debug, Clone)]
+struct Outcome {
+    id: u64,
+    started: Instant,
+    ended: Instant,
+    /// `None` when it succeeded.
+    error: Option<String>,
+    /// The error's cause is a timeout.
+    timeout: bool,
+}
+
+/// Publishers of durable events sharing one bus, each sending one event after another.
+struct Publishers {
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
+    stop: tokio_util::sync::CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Publishers {
+    fn start(bus: &Bus) -> Publishers {
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let tasks = (0..PUBLISHERS)
+            .map(|n| {
+                let (bus, outcomes, stop) = (bus.clone(), outcomes.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(TICK);
+                    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                    let began = Instant::now();
+                    let mut sent = 0;
+                    while !stop.is_cancelled() && began.elapsed() < MAX_RUN && sent < MAX_EVENTS {
+                        tick.tick().await;
+                        let id = n + sent * PUBLISHERS;
+                        sent += 1;
+                        let outcome = publish(&bus, id).await;
+                        outcomes.lock().unwrap().push(outcome);
+                    }
+                })
+            })
+            .collect();
+        Publishers {
+            outcomes,
+            stop,
+            tasks,
+        }
+    }
+
+    fn outcomes(&self) -> Vec<Outcome> {
+        self.outcomes.lock().unwrap().clone()
+    }
+
+    fn ok_count(&self) -> usize {
+        let outcomes = self.outcomes.lock().unwrap();
+        outcomes.iter().filter(|o| o.error.is_none()).count()
+    }
+
+    /// The first publish that succeeded after `since`, if any.
+    fn first_ok_after(&self, since: Instant) -> Option<Instant> {
+        let outcomes = self.outcomes.lock().unwrap();
+        outcomes
+            .iter()
+            .filter(|o| o.error.is_none() && o.ended > since)
+            .map(|o| o.ended)
+            .min()
+    }
+
+    /// Waits (at most `PATIENCE`) until `n` more publishes succeeded than now.
+    async fn wait_for_more(&self, n: usize, what: &str) {
+        let target = self.ok_count() + n;
+        assert!(
+            wait_until(PATIENCE, || self.ok_count() >= target).await,
+            "{what}: publishing did not get {n} more events through within {PATIENCE:?}: last \
+             failure {:?}",
+            self.outcomes().iter().rev().find(|o| o.error.is_some())
+        );
+    }
+
+    async fn stop(self) -> Vec<Outcome> {
+        self.stop.cancel();
+        for task in self.tasks {
+            task.await.expect("a publisher panicked");
+        }
+        let outcomes = self.outcomes.lock().unwrap();
+        outcomes.clone()
+    }
+}
+
+async fn publish(bus: &Bus, id: u64) -> Outcome {
+    let started = Instant::now();
+    let result = tokio::time::timeout(HANG, bus.publish(&OrderShipped { id })).await;
+    let ended = Instant::now();
+    let (error, timeout) = match result {
+        Ok(Ok(_receipt)) => (None, false),
+        Ok(Err(e)) => {
+            let timeout = redis_cause(&e).is_some_and(redis::RedisError::is_timeout);
+            (Some(e.to_string()), timeout)
+        }
+        Err(_elapsed) => (Some(format!("publish hung for {HANG:?}")), false),
+    };
+    Outcome {
+        id,
+        started,
+        ended,
+        error,
+        timeout,
+    }
+}
+
+/// The redis error under a transport error.
+fn redis_cause(e: &Error) -> Option<&redis::RedisError> {
+    let Error::Transport {
+        source: Some(source),
+        ..
+    } = e
+    else {
+        return None;
+    };
+    source.downcast_ref::<redis::RedisError>()
+}
+
+/// Entries of the group delivered and not acknowledged yet (`XPENDING` summary), read around
+/// the proxy.
+async fn pending(url: &str, stream: &str) -> u64 {
+    let mut conn = plain(url).await;
+    let reply: redis::Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(GROUP)
+        .query_async(&mut conn)
+        .await
+        .expect("XPENDING");
+    match reply {
+        redis::Value::Array(fields) => match fields.first() {
+            Some(redis::Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+            _ => 0,
+        },
+        other => panic!("unexpected XPENDING reply {other:?}"),
+    }
+}
+
+/// How the network comes back.
+#[derive(Clone, Copy, Debug)]
+enum Heal {
+    /// Every connection forwards again.
+    Everything,
+    /// Only connections opened from now on forward; the old ones stay black-holed.
+    NewConnectionsOnly,
+}
+
+async fn survive_black_hole(heal: Heal, name: &str) {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port()).await;
+    let ns = namespace(name);
+    // Separate transports: the producer only publishes, the consumer only reads and acks.
+    let producer = bus_on(&proxy.url(), &ns).await;
+    let consumer = bus_on(&proxy.url(), &ns).await;
+    let handled: Recorder<u64> = Recorder::default();
+    let h = handled.clone();
+    consumer
+        .subscribe_with(
+            move |o: OrderShipped| {
+                let h = h.clone();
+                async move { h.push(o.id) }
+            },
+            HandlerOptions::new().group(GROUP).concurrency(64),
+        )
+        .await
+        .expect("subscribe the durable handler");
+    let stream = producer.channel_of::<OrderShipped>();
+
+    let publishers = Publishers::start(&producer);
+    publishers.wait_for_more(500, "before the black hole").await;
+
+    proxy.stall();
+    let outage_began = Instant::now();
+    // The fault lasts this long; publishers keep going meanwhile.
+    tokio::time::sleep(OUTAGE).await;
+    match heal {
+        Heal::Everything => proxy.resume(),
+        Heal::NewConnectionsOnly => proxy.resume_new_only(),
+    }
+    let healed_at = Instant::now();
+    let opts = options();
+    // The repair attempt in flight when the path came back ends at its connection timeout; a
+    // publish on the old connection at its response timeout.
+    let bound = opts.connection_timeout + opts.response_timeout + SLACK;
+    assert!(
+        wait_until(bound + PATIENCE, || publishers
+            .first_ok_after(healed_at)
+            .is_some())
+        .await,
+        "{heal:?}: no publish succeeded within {:?} after the network came back",
+        bound + PATIENCE
+    );
+    let recovery = publishers
+        .first_ok_after(healed_at)
+        .expect("checked above")
+        .duration_since(healed_at);
+    publishers
+        .wait_for_more(1_000, "after the black hole")
+        .await;
+    let outcomes = publishers.stop().await;
+
+    // Every failure was a timeout within the command deadline, and happened around the outage.
+    let deadline = opts.connection_timeout + opts.response_timeout + SLACK;
+    let failures: Vec<&Outcome> = outcomes.iter().filter(|o| o.error.is_some()).collect();
+    assert!(!failures.is_empty(), "no publish failed in the black hole");
+    for f in &failures {
+        assert!(
+            f.timeout,
+            "a publish failed with something else than a timeout: {f:?}"
+        );
+        assert!(
+            f.ended - f.started <= deadline,
+            "a publish took {:?} to fail (bound {deadline:?}): {f:?}",
+            f.ended - f.started
+        );
+        assert!(
+            f.ended >= outage_began,
+            "a publish failed before the black hole: {f:?}"
+        );
+    }
+    let slowest_failure = failures
+        .iter()
+        .map(|f| f.ended - f.started)
+        .max()
+        .unwrap_or_default();
+
+    // Every acknowledged publish was handled, and acks flow again: nothing stays pending.
+    let ok: HashSet<u64> = outcomes
+        .iter()
+        .filter(|o| o.error.is_none())
+        .map(|o| o.id)
+        .collect();
+    let all_handled = wait_until(PATIENCE, || {
+        let seen: HashSet<u64> = handled.items().into_iter().collect();
+        ok.is_subset(&seen)
+    })
+    .await;
+    let acked = wait_until_async(PATIENCE, async || {
+        pending(&server.url(), &stream).await == 0
+    })
+    .await;
+    let settle = healed_at.elapsed();
+    let calls = handled.items();
+    let mut per_id: HashMap<u64, usize> = HashMap::with_capacity(calls.len());
+    for id in &calls {
+        *per_id.entry(*id).or_default() += 1;
+    }
+    let lost = ok.iter().filter(|id| !per_id.contains_key(id)).count();
+    let duplicates: usize = per_id.values().map(|n| n - 1).sum();
+    let producer_reconnects = producer.stats().reconnects;
+    let consumer_reconnects = consumer.stats().reconnects;
+    println!(
+        "FIGURES blackhole_{name}: published_ok={} failed={} slowest_failure_ms={} recovery_ms={} settle_ms={} handled={} lost={lost} duplicates={duplicates} producer_reconnects={producer_reconnects} consumer_reconnects={consumer_reconnects}",
+        ok.len(),
+        failures.len(),
+        slowest_failure.as_millis(),
+        recovery.as_millis(),
+        settle.as_millis(),
+        calls.len(),
+    );
+    assert!(
+        all_handled && lost == 0,
+        "{lost} events published with Ok were never handled"
+    );
+    assert!(
+        acked,
+        "{heal:?}: entries still pending {PATIENCE:?} after the network came back: acks do not \
+         get through"
+    );
+    assert!(
+        recovery <= bound,
+        "{heal:?}: publishes came back {recovery:?} after the network (bound {bound:?})"
+    );
+    if let Heal::NewConnectionsOnly = heal {
+        assert!(
+            producer_reconnects >= 1,
+            "the producer never replaced its dead connection: {:?}",
+            producer.stats()
+        );
+        assert!(
+            consumer_reconnects >= 1,
+            "the consumer never replaced its dead connections: {:?}",
+            consumer.stats()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_and_acks_come_back_when_the_network_heals() {
+    survive_black_hole(Heal::Everything, "healed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_shared_connection_is_replaced_when_only_new_connections_get_through() {
+    survive_black_hole(Heal::NewConnectionsOnly, "new_only").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_logs_and_counts_the_loss_of_its_connection() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port()).await;
+    let producer = bus_on(&proxy.url(), &namespace("producer_loss")).await;
+    producer
+        .publish(&OrderShipped { id: 0 })
+        .await
+        .expect("publish before the cut");
+    proxy.cut();
+    // The manager reconnects by itself after a closed socket; the loss is counted all the same.
+    let mut id = 1;
+    let counted = wait_until_async(PATIENCE, async || {
+        let published = producer.publish(&OrderShipped { id }).await.is_ok();
+        id += 1;
+        published && producer.stats().reconnects >= 1
+    })
+    .await;
+    assert!(
+        counted,
+        "the producer did not count its lost connection: {:?}",
+        producer.stats()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_producer_finds_its_dead_connection_at_the_first_timeout() {
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port()).await;
+    let producer = bus_on(&proxy.url(), &namespace("idle_producer")).await;
+    producer
+        .publish(&OrderShipped { id: 0 })
+        .await
+        .expect("publish before the black hole");
+    // Nothing is sent while the old connection dies: the first publish after it finds out.
+    proxy.stall();
+    proxy.resume_new_only();
+    let began = Instant::now();
+    let mut outcomes = Vec::new();
+    let mut id = 1;
+    while began.elapsed() < PATIENCE && outcomes.len() < 100 {
+        let outcome = publish(&producer, id).await;
+        id += 1;
+        let ok = outcome.error.is_none();
+        outcomes.push(outcome);
+        if ok {
+            break;
+        }
+    }
+    let back = began.elapsed();
+    let opts = options();
+    // The publish that timed out, the PING that decides, a new connection.
+    let bound = 2 * opts.response_timeout + opts.connection_timeout + SLACK;
+    println!(
+        "FIGURES blackhole_idle_producer: back_ms={} failed_first={} producer_reconnects={}",
+        back.as_millis(),
+        outcomes.len() - 1,
+        producer.stats().reconnects
+    );
+    assert!(
+        outcomes.last().is_some_and(|o| o.error.is_none()),
+        "publishing never came back: {:?}",
+        outcomes.last()
+    );
+    assert!(
+        outcomes.iter().all(|o| o.error.is_none() || o.timeout),
+        "a publish failed with something else than a timeout: {outcomes:?}"
+    );
+    assert!(
+        back <= bound,
+        "publishing came back after {back:?} (bound {bound:?})"
+    );
+    assert!(producer.stats().reconnects >= 1, "{:?}", producer.stats());
+}
