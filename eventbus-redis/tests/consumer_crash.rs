@@ -26,13 +26,15 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use common::{PATIENCE, Recorder, RedisServer, builder, namespace, plain, wait_until_async};
+use common::{
+    PATIENCE, Recorder, RedisServer, append_id, builder, namespace, plain, read_ids,
+    wait_until_async,
+};
 use eventbus_core::prelude::*;
 use eventbus_redis::RedisTransport;
 
@@ -122,27 +124,6 @@ async fn child_consumer(url: &str, ns: &str, dedup: bool, dir: &Path) {
     .expect("the child subscribes");
     tokio::time::sleep(CHILD_LIFETIME).await;
     std::process::exit(3);
-}
-
-/// Appends `id` and a newline in one write.
-fn append_id(path: &Path, id: u32) {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("the child opens its file");
-    file.write_all(format!("{id}\n").as_bytes())
-        .expect("the child writes its file");
-}
-
-/// The ids in a file written by [`append_id`] (a line without its newline is left out).
-fn read_ids(path: &Path) -> Vec<u32> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-    complete
-        .lines()
-        .map(|l| l.parse().expect("a number per line"))
-        .collect()
 }
 
 /// The child process, killed and reaped on drop whatever happened.

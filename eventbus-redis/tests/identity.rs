@@ -14,7 +14,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -22,7 +21,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, Recorder, RedisServer, builder, namespace, plain, wait_until_async};
+use common::{
+    PATIENCE, Recorder, RedisServer, append_line, builder, namespace, plain, read_lines,
+    wait_until_async,
+};
 use eventbus_core::prelude::*;
 use eventbus_redis::{RedisOptions, RedisTransport};
 
@@ -94,24 +96,6 @@ async fn child_instance(mode: &str, url: &str, ns: &str, dir: &Path) {
         () = tokio::time::sleep(CHILD_LIFETIME) => std::process::exit(3),
     }
     bus.shutdown().await;
-}
-
-/// Appends `line` and a newline in one write.
-fn append_line(path: &Path, line: &str) {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("the child opens its file");
-    file.write_all(format!("{line}\n").as_bytes())
-        .expect("the child writes its file");
-}
-
-/// The complete lines of a file written by [`append_line`].
-fn read_lines(path: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-    complete.lines().map(str::to_owned).collect()
 }
 
 /// A directory for the children's files, removed on drop.

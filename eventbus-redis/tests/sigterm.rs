@@ -16,12 +16,14 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, Recorder, RedisServer, builder, namespace, wait_until, wait_until_async};
+use common::{
+    PATIENCE, Recorder, RedisServer, append_id, builder, namespace, read_ids, wait_until,
+    wait_until_async,
+};
 use eventbus_core::prelude::*;
 use eventbus_redis::RedisTransport;
 
@@ -118,27 +120,6 @@ async fn child_service(hang: Option<u32>, url: &str, ns: &str, dir: &Path) {
     bus.run_registered_handlers()
         .await
         .expect("the child runs its handlers");
-}
-
-/// Appends `id` and a newline in one write.
-fn append_id(path: &Path, id: u32) {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("the child opens its file");
-    file.write_all(format!("{id}\n").as_bytes())
-        .expect("the child writes its file");
-}
-
-/// The ids in a file written by [`append_id`] (a line without its newline is left out).
-fn read_ids(path: &Path) -> Vec<u32> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-    complete
-        .lines()
-        .map(|l| l.parse().expect("a number per line"))
-        .collect()
 }
 
 /// The service process with its directory, killed, reaped and removed on drop.

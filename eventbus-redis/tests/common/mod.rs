@@ -7,7 +7,7 @@ pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -316,4 +316,37 @@ impl<T: Clone> Recorder<T> {
     pub fn items(&self) -> Vec<T> {
         self.0.lock().unwrap().clone()
     }
+}
+
+/// Appends `line` and a newline in one write: child processes of a test report what they
+/// handled this way, and a process killed mid-write leaves at most one incomplete last line.
+pub fn append_line(path: &Path, line: &str) {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("the child opens its file");
+    file.write_all(format!("{line}\n").as_bytes())
+        .expect("the child writes its file");
+}
+
+/// The complete lines of a file written by [`append_line`] (a line without its newline is left
+/// out).
+pub fn read_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete.lines().map(str::to_owned).collect()
+}
+
+/// Appends an id with [`append_line`].
+pub fn append_id(path: &Path, id: u32) {
+    append_line(path, &id.to_string());
+}
+
+/// The ids in a file written by [`append_id`].
+pub fn read_ids(path: &Path) -> Vec<u32> {
+    read_lines(path)
+        .iter()
+        .map(|l| l.parse().expect("a number per line"))
+        .collect()
 }
