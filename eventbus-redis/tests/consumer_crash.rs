@@ -32,8 +32,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use common::{
-    PATIENCE, Recorder, RedisServer, append_id, builder, namespace, plain, read_ids,
-    wait_until_async,
+    PATIENCE, Recorder, RedisServer, append_id, builder, create_group, namespace, plain, read_ids,
+    read_one_as, wait_until_async,
 };
 use eventbus_core::prelude::*;
 use eventbus_redis::RedisTransport;
@@ -431,31 +431,12 @@ async fn claim_delay(claim_idle: Duration, phase: Duration) -> Duration {
     let publisher = builder(&server.url(), &ns).await.build().unwrap();
     let stream = publisher.channel_of::<OrderCreated>();
     let mut raw = plain(&server.url()).await;
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&stream)
-        .arg(GROUP)
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    create_group(&mut raw, &stream, GROUP).await;
     publisher
         .publish(&OrderCreated { order_id: 1 })
         .await
         .unwrap();
-    let read: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(GROUP)
-        .arg("dead")
-        .arg("COUNT")
-        .arg(1)
-        .arg("STREAMS")
-        .arg(&stream)
-        .arg(">")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    let read = read_one_as(&mut raw, &stream, GROUP, "dead").await;
     let read_at = std::time::Instant::now();
     assert_ne!(read, redis::Value::Nil, "the dead consumer read the entry");
     // Not a wait for delivery: it sets where the survivor's claim scans fall relative to the

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    PATIENCE, Recorder, RedisServer, append_line, builder, namespace, plain, read_lines,
-    wait_until_async,
+    PATIENCE, Recorder, RedisServer, append_line, builder, create_group, namespace, plain,
+    read_lines, read_one_as, wait_until_async,
 };
 use eventbus_core::prelude::*;
 use eventbus_redis::{RedisOptions, RedisTransport};
@@ -559,14 +559,7 @@ async fn gone_consumers_that_own_nothing_are_removed_and_owners_of_pending_entri
     // Two consumers of earlier processes (the names of a version without stable names): one
     // owns nothing, the other holds entry 1 pending.
     let mut raw = plain(&url).await;
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&stream)
-        .arg(GROUP)
-        .arg("0")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    create_group(&mut raw, &stream, GROUP).await;
     let _: redis::Value = redis::cmd("XGROUP")
         .arg("CREATECONSUMER")
         .arg(&stream)
@@ -575,18 +568,7 @@ async fn gone_consumers_that_own_nothing_are_removed_and_owners_of_pending_entri
         .query_async(&mut raw)
         .await
         .unwrap();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(GROUP)
-        .arg("host-2222-1")
-        .arg("COUNT")
-        .arg(1)
-        .arg("STREAMS")
-        .arg(&stream)
-        .arg(">")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    read_one_as(&mut raw, &stream, GROUP, "host-2222-1").await;
     let transport = RedisTransport::connect(&url).await.unwrap();
     // Gone: idle longer than claim_idle (2 s) and than two blocking reads (2 x 0.5 s).
     let claim_idle = Duration::from_secs(2);
@@ -676,26 +658,8 @@ async fn a_restart_takes_the_name_of_a_dead_instance_before_a_free_one() {
     let stream = publisher.channel_of::<OrderCreated>();
     // A second copy, `svc-2`, died holding entry 1; `svc` stopped gracefully (its name is free).
     let mut raw = plain(&url).await;
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&stream)
-        .arg(GROUP)
-        .arg("0")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(GROUP)
-        .arg("svc-2")
-        .arg("COUNT")
-        .arg(1)
-        .arg("STREAMS")
-        .arg(&stream)
-        .arg(">")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    create_group(&mut raw, &stream, GROUP).await;
+    read_one_as(&mut raw, &stream, GROUP, "svc-2").await;
     let _: () = redis::cmd("SET")
         .arg(format!("{ns}.eventbus.instance:svc-2"))
         .arg(dead_local_holder())

@@ -350,3 +350,39 @@ pub fn read_ids(path: &Path) -> Vec<u32> {
         .map(|l| l.parse().expect("a number per line"))
         .collect()
 }
+
+/// `XGROUP CREATE <stream> <group> 0 MKSTREAM` on a raw connection: a group as another client
+/// would make it.
+pub async fn create_group(raw: &mut redis::aio::MultiplexedConnection, stream: &str, group: &str) {
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(raw)
+        .await
+        .expect("XGROUP CREATE");
+}
+
+/// Reads one new entry of `stream` as `consumer` of `group` on a raw connection (it becomes
+/// pending on that consumer, as for a process that read it and died); the raw reply.
+pub async fn read_one_as(
+    raw: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+) -> redis::Value {
+    redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(group)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .query_async(raw)
+        .await
+        .expect("XREADGROUP")
+}
