@@ -37,9 +37,14 @@ pub const RECORD_LIMIT: usize = 100_000;
 /// Application state given to the builder, one value per type.
 pub(crate) type StateMap = HashMap<TypeId, Arc<dyn Any + Send + Sync>>;
 
-/// Options of one publish: correlation, causation, headers.
+/// Options of one publish: event id, correlation, causation, headers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PublishOptions {
+    /// The CloudEvents `id` of the event (default: a new UUIDv7 for every publish). Set it to
+    /// publish again an event whose first publish failed with
+    /// [`Error::PublishOutcomeUnknown`]: `dedup` handlers skip the copy their group handled
+    /// already. Must not be empty.
+    pub event_id: Option<String>,
     /// The conversation this event belongs to (default: none, the event starts one).
     pub correlation_id: Option<String>,
     /// The event that caused this one.
@@ -59,6 +64,28 @@ impl PublishOptions {
     /// Sets the correlation id.
     pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
         self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the event id, to publish again an event whose outcome is unknown under the id it
+    /// had (see [`Error::PublishOutcomeUnknown`]).
+    ///
+    /// ```
+    /// # use eventbus_core::prelude::*;
+    /// # use eventbus_core::PublishOptions;
+    /// # #[derive(Event, Serialize, Deserialize, Debug, Clone)]
+    /// # #[event(name = "shop.OrderPlaced")]
+    /// # pub struct OrderPlaced { id: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> eventbus_core::Result<()> {
+    /// let bus = Bus::memory();
+    /// let receipt = bus
+    ///     .publish_with(&OrderPlaced { id: 7 }, PublishOptions::default().event_id("order-7"))
+    ///     .await?;
+    /// assert_eq!(receipt.event_id, "order-7");
+    /// # Ok(()) }
+    /// ```
+    pub fn event_id(mut self, id: impl Into<String>) -> Self {
+        self.event_id = Some(id.into());
         self
     }
 }
@@ -247,10 +274,15 @@ impl Engine {
         version: Option<u32>,
         opts: &PublishOptions,
     ) -> Metadata {
-        let mut id = uuid::Uuid::encode_buffer();
-        let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id);
+        let id = match &opts.event_id {
+            Some(id) => id.clone(),
+            None => {
+                let mut id = uuid::Uuid::encode_buffer();
+                (*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id)).to_owned()
+            }
+        };
         Metadata {
-            id: (*id).to_owned(),
+            id,
             source: self.source.clone(),
             event_type: Cow::Borrowed(event_type),
             time: Some(rfc3339(SystemTime::now())),
@@ -272,6 +304,12 @@ impl Engine {
                 event: E::DESCRIPTOR.rust_type,
                 source,
             })?;
+        }
+        if opts.event_id.as_deref().is_some_and(str::is_empty) {
+            return Err(Error::InvalidEventId {
+                event: E::DESCRIPTOR.rust_type,
+                reason: "an event id must not be empty (CloudEvents `id`)",
+            });
         }
         let physical = self.key(&channel);
         let meta = self.metadata(E::DESCRIPTOR.name, Some(E::DESCRIPTOR.version), opts);

@@ -46,7 +46,10 @@ pub enum Error {
         /// The other type.
         second: &'static str,
     },
-    /// The transport (Redis, memory) failed.
+    /// The transport (Redis, memory) failed. From a publish it means that nothing was written:
+    /// the command was never sent (the connection was down and not back within the deadline)
+    /// or the server refused it. A publish that may have been written fails with
+    /// [`Error::PublishOutcomeUnknown`] instead.
     #[error("{transport} transport: {message}{}", source.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
     Transport {
         /// `memory` or `redis`.
@@ -56,6 +59,40 @@ pub enum Error {
         /// The underlying error.
         #[source]
         source: Option<BoxError>,
+    },
+    /// A publish was handed to the transport, but its reply never came back: a timeout or a
+    /// connection lost while waiting for it. The events may or may not have been written, and
+    /// consumers may already have them. Publishing them again may therefore make duplicates:
+    /// publish each with its id ([`PublishOptions::event_id`](crate::PublishOptions::event_id)
+    /// with an id of `event_ids`), so that `dedup` handlers skip the copy their group handled
+    /// already. A publish that fails with any other error wrote nothing.
+    #[error(
+        "{transport} transport: {message}; the outcome is unknown, the events may have been \
+         written (event ids {}): publish them again with the same ids so that dedup handlers \
+         skip a duplicate{}",
+        event_ids.join(", "),
+        source.as_ref().map(|s| format!(": {s}")).unwrap_or_default()
+    )]
+    PublishOutcomeUnknown {
+        /// `redis`.
+        transport: &'static str,
+        /// What was being done, with the key or channel involved.
+        message: String,
+        /// The CloudEvents ids of the events whose outcome is unknown, in the order they were
+        /// given.
+        event_ids: Vec<String>,
+        /// The underlying error (the timeout, the lost connection).
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// An event id given with [`PublishOptions::event_id`](crate::PublishOptions::event_id)
+    /// cannot be used.
+    #[error("invalid event id for {event}: {reason}")]
+    InvalidEventId {
+        /// Rust type of the event.
+        event: &'static str,
+        /// What is wrong.
+        reason: &'static str,
     },
     /// The server refused a command for lack of permission: a Redis ACL user without access
     /// to the command, the key or the channel. Retrying does not help until an operator grants

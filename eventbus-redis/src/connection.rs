@@ -20,17 +20,22 @@
 //! `2 × response_timeout + connection_timeout` (the command that timed out, the `PING`, a new
 //! connection) once a new connection can get through.
 //!
-//! Replacing the connection changes nothing about what was acknowledged: a command returns `Ok`
-//! only with the server's reply, and one cut off by the replacement fails; it may or may not
-//! have run, as with any timeout (at least once when the caller retries).
+//! A socket that closed (seen as a RESP3 `Disconnection` push) is handled the same way: the
+//! manager reconnects by itself, and commands wait until a `PING` shows the connection back
+//! (or a replacement is in place), instead of being handed to a connection that is down.
 //!
-//! Every loss is logged (warn) and counted in `Stats::reconnects` of every bus on the transport:
-//! the manager's own reconnections after a closed socket (seen as a RESP3 `Disconnection`
-//! push) as well as the replacements.
+//! So a failed command knows whether it reached a connection ([`Failure::sent`]). One that
+//! waited for a lost connection to come back and ran out of time was never sent: it did not
+//! run. One that was sent and got no reply (a timeout, a socket closed while waiting) may have
+//! run. Replacing the connection changes nothing about what was acknowledged: a command returns
+//! `Ok` only with the server's reply.
+//!
+//! Every loss is logged (warn) and counted once in `Stats::reconnects` of every bus on the
+//! transport: a closed socket as well as a replacement of a silent connection.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use eventbus_core::stats::Stats;
@@ -84,6 +89,8 @@ struct Losses {
     server: String,
     /// Cancelled when the transport closes: nothing is counted or repaired any more.
     closed: CancellationToken,
+    /// The connection these losses are of, to hold commands back once its socket closed.
+    shared: OnceLock<Weak<Shared>>,
 }
 
 impl Losses {
@@ -118,8 +125,14 @@ impl AsyncPushSender for LossWatch {
             tracing::warn!(
                 server = %losses.server,
                 "the shared connection to Redis was closed; reconnecting (commands in flight \
-                 failed and were not acknowledged)"
+                 failed: their outcome is unknown)"
             );
+            // New commands wait until the connection answers again, so that one failing
+            // meanwhile is known not to have been sent.
+            if let Some(shared) = losses.shared.get().and_then(Weak::upgrade) {
+                shared.dead.store(true, Ordering::SeqCst);
+                shared.suspect(self.generation, true);
+            }
         }
         Ok(())
     }
@@ -143,6 +156,7 @@ impl SharedConnection {
             stats: Mutex::new(Vec::new()),
             server,
             closed,
+            shared: OnceLock::new(),
         });
         let watch = LossWatch {
             losses: losses.clone(),
@@ -151,7 +165,7 @@ impl SharedConnection {
         let manager = client
             .get_connection_manager_with_config(config.clone().set_push_sender(watch))
             .await?;
-        Ok(SharedConnection {
+        let connection = SharedConnection {
             shared: Arc::new(Shared {
                 current: RwLock::new(manager),
                 client,
@@ -166,7 +180,10 @@ impl SharedConnection {
                 replaced: watch::Sender::new(0),
                 losses,
             }),
-        })
+        };
+        let shared = Arc::downgrade(&connection.shared);
+        let _ = connection.shared.losses.shared.set(shared);
+        Ok(connection)
     }
 
     /// Counts losses of this connection in `stats` too (once per bus on the transport).
@@ -186,14 +203,16 @@ impl SharedConnection {
     }
 
     /// Runs `request` on the connection in use, within the deadline; a timeout starts a repair.
+    /// A failure says whether the request was handed to the connection.
     async fn bounded<T>(
         &self,
         request: impl AsyncFnOnce(&mut ConnectionManager) -> RedisResult<T>,
-    ) -> RedisResult<T> {
+    ) -> Result<T, Failure> {
         let shared = &self.shared;
         // The connection the command went to, for the repair its timeout starts; read before
         // the command runs, so that a timeout while waiting suspects the connection found dead.
         let used = AtomicU64::new(shared.losses.generation.load(Ordering::SeqCst));
+        let handed = AtomicBool::new(false);
         let attempt = async {
             if shared.dead.load(Ordering::SeqCst) {
                 let mut replaced = shared.replaced.subscribe();
@@ -204,21 +223,63 @@ impl SharedConnection {
             }
             let (mut manager, generation) = shared.current();
             used.store(generation, Ordering::Relaxed);
+            handed.store(true, Ordering::Relaxed);
             request(&mut manager).await
         };
         let result = tokio::time::timeout(shared.deadline, attempt).await;
         let generation = used.load(Ordering::Relaxed);
+        let sent = handed.load(Ordering::Relaxed);
         match result {
-            Ok(Err(e)) if e.is_timeout() => {
-                shared.suspect(generation);
-                Err(e)
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                if error.is_timeout() {
+                    shared.suspect(generation, false);
+                }
+                Err(Failure { error, sent })
             }
-            Ok(result) => result,
             Err(_elapsed) => {
-                shared.suspect(generation);
-                Err(shared.timed_out())
+                shared.suspect(generation, false);
+                Err(Failure {
+                    error: shared.timed_out(),
+                    sent,
+                })
             }
         }
+    }
+
+    /// Runs one command, within the deadline.
+    pub(crate) async fn run(&self, cmd: &Cmd) -> Result<Value, Failure> {
+        self.bounded(async |manager| manager.req_packed_command(cmd).await)
+            .await
+    }
+
+    /// Runs a pipeline, within the deadline.
+    pub(crate) async fn run_pipeline(&self, pipeline: &Pipeline) -> Result<Vec<Value>, Failure> {
+        self.bounded(async |manager| {
+            manager
+                .req_packed_commands(pipeline, 0, pipeline.len())
+                .await
+        })
+        .await
+    }
+}
+
+/// A command that failed, and whether it was handed to a connection: one that was not never
+/// reached Redis.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) error: RedisError,
+    /// The command was handed to the connection: it may have been written, unless the error
+    /// says otherwise (a refused connection, a reply of the server).
+    pub(crate) sent: bool,
+}
+
+impl Failure {
+    /// True when the command may have run on the server: it was handed to the connection and
+    /// the connection was not refused (a refused connection sent nothing). An error reply of
+    /// the server is not a failure here: it comes back as a `Value::ServerError`.
+    pub(crate) fn may_have_run(&self) -> bool {
+        self.sent && !self.error.is_connection_refusal()
     }
 }
 
@@ -245,9 +306,10 @@ impl Shared {
         ))
     }
 
-    /// A command on connection `generation` timed out: checks it, unless a check runs already
-    /// or that connection was replaced since.
-    fn suspect(self: &Arc<Self>, generation: u64) {
+    /// A command on connection `generation` timed out, or its socket closed (`counted`: the loss
+    /// is counted already): checks it, unless a check runs already or that connection was
+    /// replaced since.
+    fn suspect(self: &Arc<Self>, generation: u64, counted: bool) {
         if self.losses.closed.is_cancelled()
             || self.losses.generation.load(Ordering::SeqCst) != generation
         {
@@ -265,11 +327,13 @@ impl Shared {
         tokio::spawn(async move {
             tokio::select! {
                 () = closed.cancelled() => {}
-                () = repair(&shared, generation) => {}
+                () = repair(&shared, generation, counted) => {}
             }
             if let Some(shared) = shared.upgrade() {
                 shared.dead.store(false, Ordering::SeqCst);
                 shared.repairing.store(false, Ordering::SeqCst);
+                // Commands waiting for the connection go on: it answered, or was replaced.
+                shared.replaced.send_modify(|_| {});
             }
         });
     }
@@ -286,8 +350,8 @@ impl Shared {
     }
 
     /// One attempt at a new connection of generation `generation`, within the connection
-    /// timeout; puts it in place of the one in use.
-    async fn replace(&self, generation: u64) -> RedisResult<()> {
+    /// timeout; puts it in place of the one in use, and counts the loss unless it is `counted`.
+    async fn replace(&self, generation: u64, counted: bool) -> RedisResult<()> {
         let watch = LossWatch {
             losses: self.losses.clone(),
             generation,
@@ -311,7 +375,9 @@ impl Shared {
             std::mem::replace(&mut *current, fresh)
         };
         // Counted before the waiting commands go on: whoever sees them succeed sees the count.
-        self.losses.count();
+        if !counted {
+            self.losses.count();
+        }
         self.dead.store(false, Ordering::SeqCst);
         self.replaced.send_replace(generation);
         // Commands still in flight on the old connection hold clones of it: they end at their
@@ -322,8 +388,8 @@ impl Shared {
 }
 
 /// Probes connection `generation` and replaces it when it does not answer, trying until a new
-/// connection is in place or the transport is dropped.
-async fn repair(shared: &Weak<Shared>, generation: u64) {
+/// connection is in place or the transport is dropped. `counted`: its loss is counted already.
+async fn repair(shared: &Weak<Shared>, generation: u64, counted: bool) {
     {
         let Some(s) = shared.upgrade() else {
             return;
@@ -332,12 +398,21 @@ async fn repair(shared: &Weak<Shared>, generation: u64) {
             return;
         }
         s.dead.store(true, Ordering::SeqCst);
-        tracing::warn!(
-            server = %s.losses.server,
-            timeout = ?s.probe_timeout,
-            "the shared connection to Redis did not answer a PING in time; replacing it \
-             (publishes and acks wait for the new one, within their deadline)"
-        );
+        if counted {
+            tracing::warn!(
+                server = %s.losses.server,
+                "the shared connection to Redis is not back yet; opening a new one (publishes \
+                 and acks wait for it within their deadline, and fail as not sent)"
+            );
+        } else {
+            tracing::warn!(
+                server = %s.losses.server,
+                timeout = ?s.probe_timeout,
+                "the shared connection to Redis did not answer a PING in time; replacing it \
+                 (publishes and acks wait for the new one within their deadline, and fail as \
+                 not sent)"
+            );
+        }
     }
     let mut attempts = 0u32;
     loop {
@@ -345,7 +420,7 @@ async fn repair(shared: &Weak<Shared>, generation: u64) {
             return;
         };
         attempts += 1;
-        match s.replace(generation + 1).await {
+        match s.replace(generation + 1, counted).await {
             Ok(()) => {
                 tracing::warn!(
                     server = %s.losses.server,
@@ -365,7 +440,11 @@ async fn repair(shared: &Weak<Shared>, generation: u64) {
 
 impl ConnectionLike for SharedConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(self.bounded(async |manager| manager.req_packed_command(cmd).await))
+        Box::pin(async move {
+            self.bounded(async |manager| manager.req_packed_command(cmd).await)
+                .await
+                .map_err(|f| f.error)
+        })
     }
 
     fn req_packed_commands<'a>(
@@ -374,9 +453,13 @@ impl ConnectionLike for SharedConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(self.bounded(async move |manager| {
-            manager.req_packed_commands(pipeline, offset, count).await
-        }))
+        Box::pin(async move {
+            self.bounded(async move |manager| {
+                manager.req_packed_commands(pipeline, offset, count).await
+            })
+            .await
+            .map_err(|f| f.error)
+        })
     }
 
     fn get_db(&self) -> i64 {

@@ -148,7 +148,7 @@ use eventbus_core::transport::{
     ConsumerSpec, DeadLetter, DeadLetterEntry, LeaseState, Outgoing, Receipt, StreamConsumer,
     SubscribeSpec, Subscription, Target,
 };
-use eventbus_core::{Durability, Error, Result, Transport};
+use eventbus_core::{Error, Result, Transport};
 use redis::{AsyncConnectionConfig, ProtocolVersion};
 use tokio_util::sync::CancellationToken;
 
@@ -270,23 +270,6 @@ impl RedisTransport {
     }
 }
 
-impl RedisTransport {
-    /// A publish refused by the server's ACL becomes [`Error::PermissionDenied`]; `target`
-    /// finds the durability and channel of the refused command from its position in the batch.
-    fn explain_publish_denial<'a>(
-        &self,
-        error: Error,
-        target: impl FnOnce(usize) -> Option<&'a (Durability, String)>,
-    ) -> Error {
-        error::explain_denial(error, self.inner.address.user(), |index| {
-            target(index).map(|(durability, channel)| match durability {
-                Durability::Durable => ("XADD", error::On::Key(channel.as_str())),
-                Durability::Ephemeral => ("PUBLISH", error::On::Channel(channel.as_str())),
-            })
-        })
-    }
-}
-
 /// The error of a failed first connection. Over TLS, a timeout gets a hint: a server that does
 /// not speak TLS on that port leaves the handshake unanswered.
 fn connect_failed(address: &ServerAddress, options: &RedisOptions, e: redis::RedisError) -> Error {
@@ -313,36 +296,12 @@ impl Transport for RedisTransport {
 
     async fn publish(&self, message: Outgoing) -> Result<Receipt> {
         self.check_open()?;
-        let target = (message.durability, message.channel.clone());
-        publish::publish(&self.inner, message)
-            .await
-            .map_err(|e| self.explain_publish_denial(e, |_| Some(&target)))
+        publish::publish(&self.inner, message).await
     }
 
     async fn publish_all(&self, messages: Vec<Outgoing>) -> Result<Vec<Receipt>> {
         self.check_open()?;
-        // The targets of the batch, one per run of messages to the same one (usually one), to
-        // name the key or channel of a refused command.
-        let mut targets: Vec<(usize, (Durability, String))> = Vec::new();
-        for (i, m) in messages.iter().enumerate() {
-            if targets
-                .last()
-                .is_none_or(|(_, (d, c))| *d != m.durability || *c != m.channel)
-            {
-                targets.push((i, (m.durability, m.channel.clone())));
-            }
-        }
-        publish::publish_all(&self.inner, messages)
-            .await
-            .map_err(|e| {
-                self.explain_publish_denial(e, |index| {
-                    targets
-                        .iter()
-                        .rev()
-                        .find(|(start, _)| *start <= index)
-                        .map(|(_, target)| target)
-                })
-            })
+        publish::publish_all(&self.inner, messages).await
     }
 
     async fn subscribe(&self, spec: SubscribeSpec) -> Result<Box<dyn Subscription>> {

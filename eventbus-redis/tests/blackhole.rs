@@ -9,18 +9,24 @@
 //!
 //! Each test checks that publishes succeed again within the bound of the README
 //! (`connection_timeout + response_timeout`, plus scheduling slack, once the path is back), that
-//! every failure during the outage was a timeout within the command deadline, that each event
-//! whose publish returned `Ok` was handled and acknowledged (nothing left pending), and prints:
+//! every failure during the outage came within the command deadline and said what became of
+//! the event, and that each event whose publish returned `Ok` was handled and acknowledged
+//! (nothing left pending). A failure is either "not sent" (`Error::Transport`: the event is
+//! never handled) or "outcome unknown" (`Error::PublishOutcomeUnknown`: it may have been
+//! written). Every event of unknown outcome is then published again under its id, and the
+//! `dedup` handler handles each exactly once. Each test prints:
 //!
 //! ```text
-//! FIGURES blackhole_<mode>: published_ok=N failed=N slowest_failure_ms=N recovery_ms=N settle_ms=N handled=N lost=0 duplicates=N producer_reconnects=N consumer_reconnects=N
+//! FIGURES blackhole_<mode>: published_ok=N not_sent=N outcome_unknown=N unknown_written=N slowest_failure_ms=N recovery_ms=N settle_ms=N handled=N lost=0 duplicates=N duplicates_skipped=N producer_reconnects=N consumer_reconnects=N
 //! ```
 //!
 //! `recovery_ms` runs from the end of the black hole to the first publish that succeeded after
-//! it, `settle_ms` to the moment every acknowledged event was handled and acked.
+//! it, `settle_ms` to the moment every acknowledged event was handled and acked;
+//! `unknown_written` counts the events of unknown outcome that had in fact been written.
 //!
-//! A last test checks that a producer counts a connection closed under it, which the connection
-//! manager re-establishes by itself.
+//! The last tests check that a producer counts a connection closed under it, which the
+//! connection manager re-establishes by itself, and that a publish while Redis is down fails
+//! as not sent.
 
 mod common;
 
@@ -31,6 +37,7 @@ use std::time::{Duration, Instant};
 use common::proxy::Proxy;
 use common::{PATIENCE, Recorder, RedisServer, namespace, plain, wait_until, wait_until_async};
 use eventbus_core::Error;
+use eventbus_core::PublishOptions;
 use eventbus_core::prelude::*;
 use eventbus_redis::{RedisOptions, RedisTransport};
 use tokio::time::MissedTickBehavior;
@@ -76,6 +83,17 @@ async fn bus_on(url: &str, ns: &str) -> Bus {
         .expect("valid bus")
 }
 
+/// How a failed publish ended, as its error says.
+#[derive(Debug, Clone, PartialEq)]
+enum Failure {
+    /// `Error::Transport` saying it was not sent: the event was never written.
+    NotSent,
+    /// `Error::PublishOutcomeUnknown`, with the event id to publish it again under.
+    Unknown { event_id: String },
+    /// Anything else: a failure of the test.
+    Other,
+}
+
 /// One publish and how it ended.
 #[derive(Debug, Clone)]
 struct Outcome {
@@ -84,8 +102,18 @@ struct Outcome {
     ended: Instant,
     /// `None` when it succeeded.
     error: Option<String>,
-    /// The error's cause is a timeout.
-    timeout: bool,
+    /// What the error says became of the event.
+    failure: Option<Failure>,
+}
+
+impl Outcome {
+    /// A failure that says what became of the event, within the command deadline.
+    fn failed_as_promised(&self) -> bool {
+        matches!(
+            self.failure,
+            Some(Failure::NotSent | Failure::Unknown { .. })
+        )
+    }
 }
 
 /// Publishers of durable events sharing one bus, each sending one event after another.
@@ -168,33 +196,34 @@ async fn publish(bus: &Bus, id: u64) -> Outcome {
     let started = Instant::now();
     let result = tokio::time::timeout(HANG, bus.publish(&OrderShipped { id })).await;
     let ended = Instant::now();
-    let (error, timeout) = match result {
-        Ok(Ok(_receipt)) => (None, false),
+    let (error, failure) = match result {
+        Ok(Ok(_receipt)) => (None, None),
         Ok(Err(e)) => {
-            let timeout = redis_cause(&e).is_some_and(redis::RedisError::is_timeout);
-            (Some(e.to_string()), timeout)
+            let failure = match &e {
+                Error::Transport { message, .. } if message.contains("not sent") => {
+                    Failure::NotSent
+                }
+                Error::PublishOutcomeUnknown { event_ids, .. } if event_ids.len() == 1 => {
+                    Failure::Unknown {
+                        event_id: event_ids[0].clone(),
+                    }
+                }
+                _ => Failure::Other,
+            };
+            (Some(e.to_string()), Some(failure))
         }
-        Err(_elapsed) => (Some(format!("publish hung for {HANG:?}")), false),
+        Err(_elapsed) => (
+            Some(format!("publish hung for {HANG:?}")),
+            Some(Failure::Other),
+        ),
     };
     Outcome {
         id,
         started,
         ended,
         error,
-        timeout,
+        failure,
     }
-}
-
-/// The redis error under a transport error.
-fn redis_cause(e: &Error) -> Option<&redis::RedisError> {
-    let Error::Transport {
-        source: Some(source),
-        ..
-    } = e
-    else {
-        return None;
-    };
-    source.downcast_ref::<redis::RedisError>()
 }
 
 /// Entries of the group delivered and not acknowledged yet (`XPENDING` summary), read around
@@ -240,7 +269,10 @@ async fn survive_black_hole(heal: Heal, name: &str) {
                 let h = h.clone();
                 async move { h.push(o.id) }
             },
-            HandlerOptions::new().group(GROUP).concurrency(64),
+            HandlerOptions::new()
+                .group(GROUP)
+                .concurrency(64)
+                .dedup(Duration::from_secs(600)),
         )
         .await
         .expect("subscribe the durable handler");
@@ -279,14 +311,15 @@ async fn survive_black_hole(heal: Heal, name: &str) {
         .await;
     let outcomes = publishers.stop().await;
 
-    // Every failure was a timeout within the command deadline, and happened around the outage.
+    // Every failure said what became of its event, within the command deadline, and happened
+    // around the outage.
     let deadline = opts.connection_timeout + opts.response_timeout + SLACK;
     let failures: Vec<&Outcome> = outcomes.iter().filter(|o| o.error.is_some()).collect();
     assert!(!failures.is_empty(), "no publish failed in the black hole");
     for f in &failures {
         assert!(
-            f.timeout,
-            "a publish failed with something else than a timeout: {f:?}"
+            f.failed_as_promised(),
+            "a publish failed neither as not sent nor as outcome unknown: {f:?}"
         );
         assert!(
             f.ended - f.started <= deadline,
@@ -320,19 +353,68 @@ async fn survive_black_hole(heal: Heal, name: &str) {
     })
     .await;
     let settle = healed_at.elapsed();
+
+    // The events of unknown outcome: some were written (their bytes reached Redis after all),
+    // some not. Publishing each again under its id makes every one handled, exactly once.
+    let unknown: Vec<(u64, String)> = failures
+        .iter()
+        .filter_map(|f| match &f.failure {
+            Some(Failure::Unknown { event_id }) => Some((f.id, event_id.clone())),
+            _ => None,
+        })
+        .collect();
+    let handled_before_retry: HashSet<u64> = handled.items().into_iter().collect();
+    let unknown_written = unknown
+        .iter()
+        .filter(|(id, _)| handled_before_retry.contains(id))
+        .count();
+    for (id, event_id) in &unknown {
+        producer
+            .publish_with(
+                &OrderShipped { id: *id },
+                PublishOptions::default().event_id(event_id.clone()),
+            )
+            .await
+            .expect("publish again under the same id");
+    }
+    let retried: HashSet<u64> = unknown.iter().map(|(id, _)| *id).collect();
+    // Settled: the consumer group has nothing unread and nothing pending, so every copy
+    // published again was read and handled or skipped.
+    let settled = eventbus_core::testing::try_settle(&consumer, PATIENCE).await;
+    let seen: HashSet<u64> = handled.items().into_iter().collect();
+    let all_retried_handled = settled.is_ok() && retried.is_subset(&seen);
+    assert!(
+        all_retried_handled,
+        "events published again under their id were not all handled within {PATIENCE:?}: \
+         missing {:?}, {settled:?}, acked before the retries: {acked}, stats {:?}",
+        retried.difference(&seen).collect::<Vec<_>>(),
+        consumer.stats()
+    );
+    let not_sent: HashSet<u64> = failures
+        .iter()
+        .filter(|f| f.failure == Some(Failure::NotSent))
+        .map(|f| f.id)
+        .collect();
     let calls = handled.items();
+    let sent_anyway: Vec<&u64> = calls.iter().filter(|id| not_sent.contains(id)).collect();
+    assert!(
+        sent_anyway.is_empty(),
+        "publishes that failed as not sent were handled: {sent_anyway:?}"
+    );
     let mut per_id: HashMap<u64, usize> = HashMap::with_capacity(calls.len());
     for id in &calls {
         *per_id.entry(*id).or_default() += 1;
     }
     let lost = ok.iter().filter(|id| !per_id.contains_key(id)).count();
     let duplicates: usize = per_id.values().map(|n| n - 1).sum();
+    let duplicates_skipped = consumer.stats().duplicates_skipped;
     let producer_reconnects = producer.stats().reconnects;
     let consumer_reconnects = consumer.stats().reconnects;
     println!(
-        "FIGURES blackhole_{name}: published_ok={} failed={} slowest_failure_ms={} recovery_ms={} settle_ms={} handled={} lost={lost} duplicates={duplicates} producer_reconnects={producer_reconnects} consumer_reconnects={consumer_reconnects}",
+        "FIGURES blackhole_{name}: published_ok={} not_sent={} outcome_unknown={} unknown_written={unknown_written} slowest_failure_ms={} recovery_ms={} settle_ms={} handled={} lost={lost} duplicates={duplicates} duplicates_skipped={duplicates_skipped} producer_reconnects={producer_reconnects} consumer_reconnects={consumer_reconnects}",
         ok.len(),
-        failures.len(),
+        not_sent.len(),
+        unknown.len(),
         slowest_failure.as_millis(),
         recovery.as_millis(),
         settle.as_millis(),
@@ -341,6 +423,15 @@ async fn survive_black_hole(heal: Heal, name: &str) {
     assert!(
         all_handled && lost == 0,
         "{lost} events published with Ok were never handled"
+    );
+    assert_eq!(
+        duplicates, 0,
+        "the dedup handler handled an event twice, after the retries under the same ids"
+    );
+    assert!(
+        duplicates_skipped >= unknown_written as u64,
+        "{unknown_written} events of unknown outcome were written, and published again under \
+         their ids, but the dedup handler skipped only {duplicates_skipped}"
     );
     assert!(
         acked,
@@ -440,12 +531,49 @@ async fn an_idle_producer_finds_its_dead_connection_at_the_first_timeout() {
         outcomes.last()
     );
     assert!(
-        outcomes.iter().all(|o| o.error.is_none() || o.timeout),
-        "a publish failed with something else than a timeout: {outcomes:?}"
+        outcomes
+            .iter()
+            .all(|o| o.error.is_none() || o.failed_as_promised()),
+        "a publish failed neither as not sent nor as outcome unknown: {outcomes:?}"
     );
     assert!(
         back <= bound,
         "publishing came back after {back:?} (bound {bound:?})"
     );
     assert!(producer.stats().reconnects >= 1, "{:?}", producer.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_while_redis_is_down_fails_as_not_sent() {
+    let mut server = RedisServer::start();
+    let producer = bus_on(&server.url(), &namespace("redis_down")).await;
+    producer
+        .publish(&OrderShipped { id: 0 })
+        .await
+        .expect("publish before the kill");
+    server.kill();
+    // The closed socket is seen (and counted) at once; from then on publishes wait for the
+    // connection, and fail as not sent when it does not come back in time.
+    assert!(
+        wait_until(PATIENCE, || producer.stats().reconnects >= 1).await,
+        "the producer did not see its connection close: {:?}",
+        producer.stats()
+    );
+    let outcome = publish(&producer, 1).await;
+    let opts = options();
+    let deadline = opts.connection_timeout + opts.response_timeout + SLACK;
+    assert_eq!(
+        outcome.failure,
+        Some(Failure::NotSent),
+        "a publish while Redis is down: {outcome:?}"
+    );
+    assert!(outcome.ended - outcome.started <= deadline, "{outcome:?}");
+    server.resume();
+    let mut id = 2;
+    let back = wait_until_async(PATIENCE, async || {
+        id += 1;
+        publish(&producer, id).await.error.is_none()
+    })
+    .await;
+    assert!(back, "publishing did not come back after Redis did");
 }

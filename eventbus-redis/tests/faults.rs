@@ -210,30 +210,42 @@ impl PublishLog {
     }
 }
 
-/// A redis transport error that names the command and the stream and keeps its cause.
+/// A redis error that names the command and the stream, keeps its cause and says what became
+/// of the event: not sent (`Error::Transport`), or outcome unknown with the event's id.
 fn meaningful(e: &Error) -> bool {
     let text = e.to_string();
-    matches!(
-        e,
+    let says_what_became_of_it = match e {
         Error::Transport {
             transport: "redis",
             source: Some(_),
             ..
-        }
-    ) && text.contains("XADD to stream")
+        } => text.contains("not sent"),
+        Error::PublishOutcomeUnknown {
+            transport: "redis",
+            source: Some(_),
+            event_ids,
+            ..
+        } => event_ids.len() == 1,
+        _ => false,
+    };
+    says_what_became_of_it
+        && text.contains("XADD to stream")
         && text.contains("faults.PaymentCaptured")
 }
 
-/// The redis error under a transport error.
+/// The redis error under a transport error or an unknown outcome.
 fn redis_cause(e: &Error) -> Option<&redis::RedisError> {
-    let Error::Transport {
-        source: Some(source),
-        ..
-    } = e
-    else {
-        return None;
-    };
-    source.downcast_ref::<redis::RedisError>()
+    match e {
+        Error::Transport {
+            source: Some(source),
+            ..
+        }
+        | Error::PublishOutcomeUnknown {
+            source: Some(source),
+            ..
+        } => source.downcast_ref::<redis::RedisError>(),
+        _ => None,
+    }
 }
 
 /// A background publisher of durable events at a steady rate.
