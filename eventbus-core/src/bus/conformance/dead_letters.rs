@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::Backend;
 use super::events::{Order, Tick};
 use super::support::{FAST, Recorder, Setup, dead_letters, eventually};
+use crate::engine::PublishOptions;
 use crate::envelope::{EVENT_FIELD, Encoded, Metadata};
 use crate::error::Error;
 use crate::handler::HandlerOptions;
@@ -166,9 +167,10 @@ pub async fn a_dead_letter_is_replayed_once(backend: &dyn Backend) {
     );
 }
 
-/// A `dedup` group handles an event id once: the same entry added again (a producer that retried
-/// its publish) is acked without a call and counted; a group without `dedup` handles it twice.
-pub async fn a_dedup_group_skips_an_event_it_handled_already(backend: &dyn Backend) {
+/// A `dedup` group handles an event id once: the same event published again under its id
+/// (`PublishOptions::event_id`, the retry of a publish whose outcome was unknown) is acked
+/// without a call and counted; a group without `dedup` handles it twice. An empty id is refused.
+pub async fn a_dedup_group_skips_an_event_published_again_under_its_id(backend: &dyn Backend) {
     let setup = Setup::new(backend, "dedup");
     let bus = setup.bus().await;
     let guarded = Recorder::default();
@@ -187,15 +189,22 @@ pub async fn a_dedup_group_skips_an_event_it_handled_already(backend: &dyn Backe
         .await
         .expect("subscribe");
     }
-    let stream = bus.channel_of::<Order>();
-    let entry = order_entry("ev-1", 1);
     for _ in 0..2 {
-        setup.add_entry(&stream, &[(EVENT_FIELD, &entry)]).await;
+        let receipt = bus
+            .publish_with(&Order { n: 1 }, PublishOptions::default().event_id("ev-1"))
+            .await
+            .expect("publish under a given id");
+        assert_eq!(receipt.event_id, "ev-1");
     }
-    setup
-        .add_entry(&stream, &[(EVENT_FIELD, &order_entry("ev-2", 2))])
+    bus.publish(&Order { n: 2 }).await.expect("publish");
+    let empty = bus
+        .publish_with(&Order { n: 3 }, PublishOptions::default().event_id(""))
         .await;
-    setup.drained(&stream, 2).await;
+    assert!(
+        matches!(empty, Err(Error::InvalidEventId { .. })),
+        "{empty:?}"
+    );
+    setup.drained(&bus.channel_of::<Order>(), 2).await;
     assert_eq!(guarded.items(), vec![1, 2]);
     assert_eq!(plain.items(), vec![1, 1, 2], "without dedup: at least once");
     assert_eq!(bus.stats().duplicates_skipped, 1);

@@ -221,7 +221,7 @@ macro_rules! __conformance_rules {
             dead_letters::an_ephemeral_dead_letter_is_replayed_on_its_channel,
             dead_letters::a_replayed_bare_stream_entry_is_named_by_its_new_entry,
             dead_letters::a_dead_letter_is_replayed_once,
-            dead_letters::a_dedup_group_skips_an_event_it_handled_already,
+            dead_letters::a_dedup_group_skips_an_event_published_again_under_its_id,
             dead_letters::a_dedup_group_runs_again_what_failed,
             dead_letters::a_replayed_dead_letter_is_skipped_by_the_dedup_groups_that_handled_it,
             requests::a_request_gets_the_typed_reply_of_its_handler,
