@@ -48,6 +48,11 @@ counters! {
     dropped,
     /// Connections re-established after a loss.
     reconnects,
+    /// Losses of the pub/sub connection: closed by the server (a subscriber that fell behind
+    /// its `client-output-buffer-limit pubsub`, a restart, `CLIENT KILL`) or found dead by the
+    /// health check. Messages published until its subscriptions were renewed are lost; they are
+    /// not in `dropped`, since nobody can count them. The log says the likely cause.
+    pubsub_disconnects,
     /// Consumer groups created again after they vanished (FLUSHALL, restart without persistence).
     groups_recreated,
     /// Deliveries of a `dedup` handler acked without calling it: its group had handled that

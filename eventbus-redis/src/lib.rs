@@ -132,6 +132,7 @@ mod config;
 mod connection;
 mod dead_letter;
 mod dedup;
+mod disconnect;
 mod error;
 mod introspect;
 mod lease;

@@ -8,14 +8,19 @@
 //! dropped, so a hundred handlers of one event type cost one Redis subscription.
 //!
 //! After a lost connection the manager reconnects with backoff and restores every subscription
-//! by itself; the router logs the loss and counts it in `Stats::reconnects`. Messages published
-//! while the connection was down are lost: pub/sub delivers at most once.
+//! by itself; the router logs the loss and counts it in `Stats::pubsub_disconnects` and
+//! `Stats::reconnects`. Messages published while the connection was down are lost: pub/sub
+//! delivers at most once. Once the connection is back, the log says why it was lost, as far as
+//! the server lets anyone tell (see [`crate::disconnect`]): most often a subscriber that fell
+//! behind, closed by Redis when its output buffer passed `client-output-buffer-limit pubsub`.
 //!
 //! A connection can also die without closing: a network black hole, a crashed host, a dropped
 //! NAT entry. Nothing arrives and nothing fails, so every `RedisOptions::health_check_interval`
 //! the hub sends a `PING`; one not answered within `RedisOptions::response_timeout` marks the
 //! connection dead. The hub then opens a new one, subscribes it to every channel and pattern of
-//! the routing table, puts it in place of the old one (dropped) and counts a reconnect.
+//! the routing table, puts it in place of the old one (dropped) and counts a disconnect and a
+//! reconnect; the cause logged is a failed network. Each connection has a generation: the loss
+//! of one that was replaced already is not counted again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,6 +39,7 @@ use redis::{ProtocolVersion, PushInfo, PushKind, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::Inner;
+use crate::disconnect::{Cause, ServerFacts};
 use crate::error::command_failed;
 
 /// Pause between two probes of a lost pub/sub connection.
@@ -51,10 +57,10 @@ fn current(conn: &Current) -> ConnectionManager {
 /// The shared pub/sub connection of one transport.
 pub(crate) struct PubSubHub {
     conn: Current,
-    /// Opens a replacement connection: the client, and the settings with the push sender of
-    /// the router.
+    /// Opens a replacement connection: the client, and the settings without push sender.
     client: redis::Client,
     config: ConnectionManagerConfig,
+    router: Arc<Router>,
     /// The manager knows the connection is lost and a probe runs: no health check meanwhile.
     probing: Arc<AtomicBool>,
     health_check_interval: Duration,
@@ -81,15 +87,20 @@ impl PubSubHub {
             conn: OnceLock::new(),
             closed: closed.clone(),
             probing: probing.clone(),
+            generation: AtomicU64::new(0),
+            facts: Mutex::new(None),
+            server: inner.address.to_string(),
         });
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(inner.options.response_timeout))
             .set_connection_timeout(Some(inner.options.connection_timeout))
             .set_max_delay(inner.options.reconnect_max_delay)
-            .set_push_sender(RouterSender(router.clone()))
             .set_automatic_resubscription();
-        let conn = client
-            .get_connection_manager_with_config(config.clone())
+        let mut conn = client
+            .get_connection_manager_with_config(config.clone().set_push_sender(RouterSender {
+                router: router.clone(),
+                generation: 0,
+            }))
             .await
             .map_err(|e| {
                 command_failed(
@@ -97,6 +108,8 @@ impl PubSubHub {
                     e,
                 )
             })?;
+        // What the server says of itself now, to tell later why it closed the connection.
+        router.note_facts(ServerFacts::read(&mut conn).await);
         let conn: Current = Arc::new(Mutex::new(conn));
         let _ = router.conn.set(conn.clone());
         // Ends every local subscription once the transport closes.
@@ -110,6 +123,7 @@ impl PubSubHub {
             conn,
             client,
             config,
+            router,
             probing,
             health_check_interval: inner.options.health_check_interval,
             response_timeout: inner.options.response_timeout,
@@ -140,9 +154,14 @@ impl PubSubHub {
     /// Opens a new connection, subscribes it to every channel and pattern that has a local
     /// subscriber and puts it in place of the current one, which is dropped.
     async fn replace_connection(&self) -> Result<()> {
+        let generation = self.router.generation.load(Ordering::SeqCst) + 1;
+        let sender = RouterSender {
+            router: self.router.clone(),
+            generation,
+        };
         let mut fresh = self
             .client
-            .get_connection_manager_with_config(self.config.clone())
+            .get_connection_manager_with_config(self.config.clone().set_push_sender(sender))
             .await
             .map_err(|e| {
                 command_failed(
@@ -171,10 +190,13 @@ impl PubSubHub {
                 e,
             )
         })?;
-        let old = std::mem::replace(
-            &mut *self.conn.lock().unwrap_or_else(|e| e.into_inner()),
-            fresh,
-        );
+        self.router.note_facts(ServerFacts::read(&mut fresh).await);
+        let old = {
+            let mut current = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+            // From now on the old connection's loss is not this hub's loss any more.
+            self.router.generation.store(generation, Ordering::SeqCst);
+            std::mem::replace(&mut *current, fresh)
+        };
         drop(old);
         for stats in self.routes.stats() {
             Stats::incr(&stats.reconnects);
@@ -379,6 +401,11 @@ struct Router {
     closed: CancellationToken,
     /// A probe of the lost connection is running.
     probing: Arc<AtomicBool>,
+    /// The generation of the connection in use: bumped by each replacement.
+    generation: AtomicU64,
+    /// What the server said of itself when the connection in use opened.
+    facts: Mutex<Option<ServerFacts>>,
+    server: String,
 }
 
 /// A channel or pattern name of a push message, borrowed when it is valid UTF-8.
@@ -390,22 +417,41 @@ fn text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
     }
 }
 
-/// The push sender given to redis-rs.
-struct RouterSender(Arc<Router>);
+/// The push sender given to redis-rs for the connection of one generation.
+struct RouterSender {
+    router: Arc<Router>,
+    generation: u64,
+}
 
 impl AsyncPushSender for RouterSender {
     fn send(&self, info: PushInfo) -> Result<(), SendError> {
-        if self.0.closed.is_cancelled() {
+        if self.router.closed.is_cancelled() {
             // The transport is closed: tell the connection nobody listens any more.
             return Err(SendError);
         }
-        self.0.handle(info);
+        self.router.handle(info, self.generation);
         Ok(())
     }
 }
 
 impl Router {
-    fn handle(&self, push: PushInfo) {
+    /// Keeps what the server said of itself (nothing when it would not say).
+    fn note_facts(&self, facts: Option<ServerFacts>) {
+        *self.facts.lock().unwrap_or_else(|e| e.into_inner()) = facts;
+    }
+
+    /// Counts a lost connection in every bus: a disconnect, and a reconnect (it comes back by
+    /// itself, or is replaced).
+    fn count_loss(&self, reconnect_too: bool) {
+        for stats in self.routes.stats() {
+            Stats::incr(&stats.pubsub_disconnects);
+            if reconnect_too {
+                Stats::incr(&stats.reconnects);
+            }
+        }
+    }
+
+    fn handle(self: &Arc<Self>, push: PushInfo, generation: u64) {
         let mut data = push.data.into_iter();
         match push.kind {
             PushKind::Message => {
@@ -420,7 +466,12 @@ impl Router {
                     self.route(Some(&pattern), &channel, payload);
                 }
             }
-            PushKind::Disconnection => self.connection_lost(),
+            PushKind::Disconnection => {
+                // A replaced connection closing is no loss: its successor is in place.
+                if generation == self.generation.load(Ordering::SeqCst) {
+                    self.connection_lost();
+                }
+            }
             kind => tracing::trace!(?kind, "pub/sub push"),
         }
     }
@@ -446,15 +497,16 @@ impl Router {
         self.routes.deliver(pattern.as_deref(), &channel, &payload);
     }
 
-    fn connection_lost(&self) {
+    fn connection_lost(self: &Arc<Self>) {
         if self.closed.is_cancelled() {
             return;
         }
-        for stats in self.routes.stats() {
-            Stats::incr(&stats.reconnects);
-        }
+        self.count_loss(true);
         tracing::warn!(
-            "pub/sub connection lost; messages published meanwhile are lost; resubscribing"
+            server = %self.server,
+            "the pub/sub connection was closed (by the server, or on the way); messages \
+             published until it is back are lost; resubscribing (the cause is logged once it \
+             is back)"
         );
         // The manager reconnects by itself, but gives up after a few attempts when the server
         // stays away; a command sent afterwards starts a new attempt. Probe until it is back.
@@ -464,33 +516,49 @@ impl Router {
         let Some(conn) = self.conn.get().cloned() else {
             return;
         };
-        let closed = self.closed.clone();
-        let probing = self.probing.clone();
+        let router = self.clone();
         tokio::spawn(async move {
-            probe_until_back(conn, &closed).await;
-            probing.store(false, Ordering::SeqCst);
+            let lost_at = std::time::Instant::now();
+            if probe_until_back(&conn, &router.closed).await {
+                router.explain_loss(&conn, lost_at).await;
+            }
+            router.probing.store(false, Ordering::SeqCst);
         });
+    }
+
+    /// Logs why the server closed the connection, from what it says of itself now and said
+    /// when the connection opened.
+    async fn explain_loss(&self, conn: &Current, lost_at: std::time::Instant) {
+        let after = ServerFacts::read(&mut current(conn)).await;
+        let before = self.facts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let cause = Cause::between(before.as_ref(), after.as_ref());
+        tracing::warn!(
+            server = %self.server,
+            down_ms = lost_at.elapsed().as_millis() as u64,
+            "the pub/sub connection is back and its subscriptions renewed; it was lost because {cause}"
+        );
+        if after.is_some() {
+            self.note_facts(after);
+        }
     }
 }
 
-async fn probe_until_back(conn: Current, closed: &CancellationToken) {
+/// Probes the connection until it answers (true) or the transport closes (false).
+async fn probe_until_back(conn: &Current, closed: &CancellationToken) -> bool {
     loop {
         tokio::select! {
-            () = closed.cancelled() => return,
+            () = closed.cancelled() => return false,
             () = tokio::time::sleep(PROBE_INTERVAL) => {}
         }
-        let mut conn = current(&conn);
+        let mut conn = current(conn);
         let ping = redis::cmd("PING");
         let ping = ping.query_async::<Value>(&mut conn);
         let result = tokio::select! {
-            () = closed.cancelled() => return,
+            () = closed.cancelled() => return false,
             r = ping => r,
         };
         match result {
-            Ok(_) => {
-                tracing::info!("pub/sub connection restored; subscriptions renewed");
-                return;
-            }
+            Ok(_) => return true,
             Err(e) => tracing::debug!(error = %e, "pub/sub connection still down"),
         }
     }
@@ -520,14 +588,17 @@ async fn check_health(hub: Weak<PubSubHub>) {
             continue;
         }
         if !dead {
-            if hub.answers().await {
+            if hub.answers().await || hub.probing.load(Ordering::SeqCst) {
+                // It answers, or it closed meanwhile: the probe of a closed one watches it.
                 continue;
             }
+            hub.router.count_loss(false);
             tracing::warn!(
                 server = %hub.server,
                 timeout = ?hub.response_timeout,
-                "the pub/sub connection did not answer a PING in time; replacing it \
-                 (messages published meanwhile are lost)"
+                "the pub/sub connection is lost: {}; replacing it (messages published until \
+                 the new one is subscribed are lost)",
+                Cause::NetworkFailed
             );
             dead = true;
         }

@@ -424,9 +424,16 @@ async fn survive_black_hole(heal: Heal, name: &str) {
         all_handled && lost == 0,
         "{lost} events published with Ok were never handled"
     );
-    assert_eq!(
-        duplicates, 0,
-        "the dedup handler handled an event twice, after the retries under the same ids"
+    // An event published again under its id is handled once. (Other events may be handled
+    // twice: a handler call whose dedup mark or ack was lost in the black hole runs again when
+    // the entry is delivered again, as the README says.)
+    let retried_twice: Vec<(&u64, &usize)> = per_id
+        .iter()
+        .filter(|(id, n)| retried.contains(id) && **n > 1)
+        .collect();
+    assert!(
+        retried_twice.is_empty(),
+        "events published again under their id were handled twice: {retried_twice:?}"
     );
     assert!(
         duplicates_skipped >= unknown_written as u64,

@@ -7,7 +7,7 @@
 //!   `max_deliveries`, then written to the dead-letter stream with the reason and acked;
 //! * a payload that does not decode is dead-lettered at once (retrying cannot fix it);
 //! * a stream entry is acked only after its handler succeeded or it was dead-lettered; acks are
-//!   batched;
+//!   batched, and an ack that failed is sent again with the next acks or after the next read;
 //! * a `dedup` handler's entry whose event id its group handled already is acked without a
 //!   call; after a successful call the id is marked, then acked (see `dedup.rs`);
 //! * on shutdown, reading stops, the entries of a read in flight and the calls in flight are
@@ -382,6 +382,9 @@ pub(crate) async fn run_stream(runner: Runner, consumer: Arc<dyn StreamConsumer>
             }
             batch = async { fetch.as_mut().expect("guarded by is_some").await }, if fetch.is_some() => {
                 fetch = None;
+                // Acks that failed before are sent again after each read, also when no call
+                // finishes to carry them.
+                flush_acks(&runner, &*consumer, &mut acks).await;
                 match batch {
                     Ok(batch) => {
                         failures = 0;
@@ -444,15 +447,28 @@ fn collect(outcome: Outcome, acks: &mut Vec<String>) {
     }
 }
 
+/// Acks that failed and wait for the next attempt, at most: beyond, the oldest are given up
+/// (they stay pending and are delivered again).
+const ACK_RETRY_LIMIT: usize = 100_000;
+
+/// Acks `acks`. When that fails they are kept and sent again with the next acks, or after the
+/// next read: an ack is idempotent, and an entry whose ack never arrives would otherwise wait
+/// for a claim (`claim_idle`) and be handled again.
 async fn flush_acks(runner: &Runner, consumer: &dyn StreamConsumer, acks: &mut Vec<String>) {
     if acks.is_empty() {
         return;
     }
-    if let Err(e) = consumer.ack(acks).await {
-        // The entries stay pending and are delivered again: at-least-once, never lost.
-        tracing::warn!(handler = %runner.name, error = %e, count = acks.len(), "ack failed; the entries will be redelivered");
+    match consumer.ack(acks).await {
+        Ok(()) => acks.clear(),
+        Err(e) => {
+            tracing::warn!(handler = %runner.name, error = %e, count = acks.len(), "ack failed; sent again with the next acks (until then the entries stay pending)");
+            if acks.len() > ACK_RETRY_LIMIT {
+                let given_up = acks.len() - ACK_RETRY_LIMIT;
+                acks.drain(..given_up);
+                tracing::warn!(handler = %runner.name, given_up, "too many acks waiting; the oldest are given up and their entries will be delivered again");
+            }
+        }
     }
-    acks.clear();
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -356,6 +356,8 @@ struct Scripted {
     entries: Mutex<VecDeque<Delivery>>,
     acked: Mutex<Vec<String>>,
     asked: Mutex<Vec<usize>>,
+    /// Acks that fail before one succeeds.
+    failing_acks: AtomicUsize,
 }
 
 impl Scripted {
@@ -364,6 +366,7 @@ impl Scripted {
             entries: Mutex::new(entries.into()),
             acked: Mutex::new(Vec::new()),
             asked: Mutex::new(Vec::new()),
+            failing_acks: AtomicUsize::new(0),
         })
     }
 }
@@ -385,6 +388,11 @@ impl StreamConsumer for Scripted {
     }
 
     async fn ack(&self, entry_ids: &[String]) -> Result<()> {
+        let failing = self.failing_acks.load(Ordering::SeqCst);
+        if failing > 0 {
+            self.failing_acks.store(failing - 1, Ordering::SeqCst);
+            return Err(crate::Error::transport("scripted", "XACK timed out", None));
+        }
         self.acked.lock().unwrap().extend_from_slice(entry_ids);
         Ok(())
     }
@@ -524,4 +532,26 @@ async fn an_entry_whose_dead_letter_cannot_be_written_stays_pending() {
         Outcome::Keep
     ));
     assert_eq!(engine.stats().snapshot().dead_lettered, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_ack_is_sent_again_without_waiting_for_a_claim() {
+    let engine = engine();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let r = runner(
+        &engine,
+        fast(),
+        handler(move |_, _| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { Ok(()) }
+        }),
+    );
+    // The only entry's ack fails twice; no other call finishes to carry it: the reads that
+    // follow send it again.
+    let consumer = Scripted::new(vec![entry(&engine, 1, 1)]);
+    consumer.failing_acks.store(2, Ordering::SeqCst);
+    drive(r, consumer.clone(), 1).await;
+    assert_eq!(*consumer.acked.lock().unwrap(), vec!["1-0".to_owned()]);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "handled once");
 }
