@@ -398,7 +398,13 @@ pub(crate) async fn run_stream(runner: Runner, consumer: Arc<dyn StreamConsumer>
                     }
                     Err(e) => {
                         failures += 1;
-                        let delay = Duration::from_millis(100 * 2u64.pow(failures.min(6))).min(Duration::from_secs(5));
+                        // The first failure is retried at once: a lost connection is opened
+                        // again by the next read. Repeated failures back off, up to 5 s.
+                        let delay = if failures == 1 {
+                            Duration::ZERO
+                        } else {
+                            Duration::from_millis(100 * 2u64.pow((failures - 1).min(6))).min(Duration::from_secs(5))
+                        };
                         tracing::warn!(handler = %runner.name, error = %e, ?delay, "reading the stream failed; retrying");
                         backoff = Some(Box::pin(tokio::time::sleep(delay)));
                     }
