@@ -27,10 +27,10 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
+use common::child::{ChildProcess, TempDir, child_fields, run_child};
 use common::{
     PATIENCE, Recorder, RedisServer, append_id, builder, create_group, namespace, plain, read_ids,
     read_one_as, wait_until_async,
@@ -75,21 +75,16 @@ fn handler_options(dedup: bool, concurrency: usize) -> HandlerOptions {
 /// [`CHILD_ENV`] it returns at once.
 #[test]
 fn crash_child_process() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
+    let Some(fields) = child_fields(CHILD_ENV, 4) else {
         return;
     };
-    let mut parts = spec.splitn(4, ',');
-    let (Some(url), Some(ns), Some(mode), Some(dir)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        panic!("{CHILD_ENV} must be <url>,<namespace>,<dedup|plain>,<dir>, not {spec:?}");
+    let [url, ns, mode, dir] = &fields[..] else {
+        unreachable!("four fields");
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime for the child");
-    runtime.block_on(child_consumer(url, ns, mode == "dedup", Path::new(dir)));
+    run_child(
+        CHILD_LIFETIME,
+        child_consumer(url, ns, mode == "dedup", Path::new(dir)),
+    );
 }
 
 /// Consumes until killed; see the module docs.
@@ -122,80 +117,20 @@ async fn child_consumer(url: &str, ns: &str, dedup: bool, dir: &Path) {
     )
     .await
     .expect("the child subscribes");
-    tokio::time::sleep(CHILD_LIFETIME).await;
-    std::process::exit(3);
+    // Consumes until killed.
+    std::future::pending::<()>().await;
 }
 
-/// The child process, killed and reaped on drop whatever happened.
-struct ChildGuard {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl ChildGuard {
-    fn spawn(url: &str, ns: &str, dedup: bool, dir: &Path) -> ChildGuard {
-        let log = dir.join("child.log");
-        let out = std::fs::File::create(&log).expect("the child's log file");
-        let err = out.try_clone().expect("the child's log file, twice");
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let mode = if dedup { "dedup" } else { "plain" };
-        let child = Command::new(exe)
-            .args(["crash_child_process", "--exact", "--nocapture"])
-            .args(["--test-threads", "1"])
-            .env(CHILD_ENV, format!("{url},{ns},{mode},{}", dir.display()))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("the child process starts");
-        ChildGuard {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Fails the test, with the child's output, when the child exited on its own.
-    fn assert_alive(&mut self) {
-        let status = self
-            .child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten());
-        if let Some(status) = status {
-            panic!(
-                "the child exited by itself ({status}); its output:\n{}",
-                self.log()
-            );
-        }
-    }
-
-    /// SIGKILL, then reap it.
-    fn kill(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("killed once");
-        child.kill().expect("SIGKILL the child");
-        child.wait().expect("reap the child")
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A directory for the child's files, removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Starts the consumer process.
+fn spawn_child(url: &str, ns: &str, dedup: bool, dir: &Path) -> ChildProcess {
+    let mode = if dedup { "dedup" } else { "plain" };
+    ChildProcess::spawn(
+        "crash_child_process",
+        CHILD_ENV,
+        format!("{url},{ns},{mode},{}", dir.display()),
+        &[],
+        dir.join("child.log"),
+    )
 }
 
 /// What one run counted.
@@ -249,8 +184,7 @@ async fn kill_a_consumer_mid_handler(dedup: bool) -> Run {
         "--user", CHILD_USER, "on", &child_acl, "~*", "&*", "+@all", "-xack",
     ]);
     let ns = namespace(if dedup { "kill-dedup" } else { "kill" });
-    let dir = TempDir(std::env::temp_dir().join(format!("eventbus-consumer-crash-{ns}")));
-    std::fs::create_dir_all(&dir.0).expect("the child's directory");
+    let dir = TempDir::new("consumer-crash", &ns);
     let transport = RedisTransport::connect(&server.url()).await.unwrap();
     let publisher = Bus::builder()
         .transport(transport.clone())
@@ -267,8 +201,8 @@ async fn kill_a_consumer_mid_handler(dedup: bool) -> Run {
         "redis://{CHILD_USER}:{CHILD_PASSWORD}@127.0.0.1:{}",
         server.port()
     );
-    let mut child = ChildGuard::spawn(&child_url, &ns, dedup, &dir.0);
-    let (handled_file, hung_file) = (dir.0.join("handled"), dir.0.join("hung"));
+    let mut child = spawn_child(&child_url, &ns, dedup, dir.path());
+    let (handled_file, hung_file) = (dir.path().join("handled"), dir.path().join("hung"));
     let marks = format!("{ns}.eventbus.dedup:*");
     let mut raw = plain(&server.url()).await;
     // Stuck: every slot hangs, and everything it read is pending with it (no ack got through);

@@ -16,11 +16,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::child::{ChildProcess, TempDir, child_fields, run_child};
 use common::{
     PATIENCE, Recorder, RedisServer, append_line, builder, create_group, namespace, plain,
     read_lines, read_one_as, wait_until_async,
@@ -47,19 +48,16 @@ struct OrderCreated {
 /// [`CHILD_ENV`] it returns at once.
 #[test]
 fn identity_child_process() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
+    let Some(fields) = child_fields(CHILD_ENV, 4) else {
         return;
     };
-    let parts: Vec<&str> = spec.splitn(4, ',').collect();
-    let [mode, url, ns, dir] = parts[..] else {
-        panic!("{CHILD_ENV} must be <mode>,<url>,<namespace>,<dir>, not {spec:?}");
+    let [mode, url, ns, dir] = &fields[..] else {
+        unreachable!("four fields");
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime for the child");
-    runtime.block_on(child_instance(mode, url, ns, Path::new(dir)));
+    run_child(
+        CHILD_LIFETIME,
+        child_instance(mode, url, ns, Path::new(dir)),
+    );
 }
 
 /// `serve`: the default identity, handles until Ctrl-C, then shuts down gracefully.
@@ -91,64 +89,36 @@ async fn child_instance(mode: &str, url: &str, ns: &str, dir: &Path) {
     .expect("the child subscribes");
     let name = bus.consumer_name().expect("a consumer name").to_owned();
     append_line(&dir.join(format!("name-{}", std::process::id())), &name);
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = tokio::time::sleep(CHILD_LIFETIME) => std::process::exit(3),
-    }
+    let _ = tokio::signal::ctrl_c().await;
     bus.shutdown().await;
 }
 
-/// A directory for the children's files, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(ns: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("eventbus-identity-{ns}"));
-        std::fs::create_dir_all(&dir).expect("the children's directory");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// An instance process, killed and reaped on drop whatever happened.
+/// An instance process.
 struct Instance {
-    child: Option<Child>,
-    pid: u32,
+    process: ChildProcess,
     dir: PathBuf,
 }
 
 impl Instance {
     fn spawn(mode: &str, url: &str, ns: &str, dir: &Path) -> Instance {
-        let log = std::fs::File::create(dir.join(format!("{mode}-{}.log", rand_suffix())))
-            .expect("the child's log file");
-        let err = log.try_clone().expect("the child's log file, twice");
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let child = Command::new(exe)
-            .args(["identity_child_process", "--exact", "--nocapture"])
-            .args(["--test-threads", "1"])
-            .env(CHILD_ENV, format!("{mode},{url},{ns},{}", dir.display()))
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .expect("the child process starts");
+        let process = ChildProcess::spawn(
+            "identity_child_process",
+            CHILD_ENV,
+            format!("{mode},{url},{ns},{}", dir.display()),
+            &[],
+            dir.join(format!("{mode}-{}.log", rand_suffix())),
+        );
         Instance {
-            pid: child.id(),
-            child: Some(child),
+            process,
             dir: dir.to_owned(),
         }
     }
 
     /// The consumer name the instance got, once it has one.
     async fn consumer_name(&mut self) -> String {
-        let file = self.dir.join(format!("name-{}", self.pid));
+        let file = self.dir.join(format!("name-{}", self.process.pid()));
         let name = common::eventually(PATIENCE, async || {
-            self.assert_alive();
+            self.process.assert_alive();
             read_lines(&file).into_iter().next()
         })
         .await;
@@ -156,51 +126,21 @@ impl Instance {
     }
 
     fn handled(&self) -> Vec<u32> {
-        read_lines(&self.dir.join(format!("handled-{}", self.pid)))
+        read_lines(&self.dir.join(format!("handled-{}", self.process.pid())))
             .iter()
             .map(|l| l.parse().expect("a number per line"))
             .collect()
     }
 
-    fn assert_alive(&mut self) {
-        let status = self
-            .child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten());
-        assert!(
-            status.is_none(),
-            "the instance exited by itself ({status:?})"
-        );
-    }
-
     /// SIGINT (Ctrl-C): a graceful shutdown; waits for the exit.
     fn interrupt(&mut self) -> ExitStatus {
-        let sent = Command::new("kill")
-            .args(["-INT", &self.pid.to_string()])
-            .status()
-            .expect("kill -INT runs");
-        assert!(sent.success(), "kill -INT {} failed", self.pid);
-        self.child
-            .take()
-            .expect("stopped once")
-            .wait()
-            .expect("reap the instance")
+        self.process.signal("-INT");
+        self.process.wait()
     }
 
     /// SIGKILL, then reap it.
     fn kill(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("killed once");
-        child.kill().expect("SIGKILL the instance");
-        child.wait().expect("reap the instance")
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill()
     }
 }
 
@@ -238,7 +178,7 @@ async fn wait_for_consumers(transport: &RedisTransport, stream: &str, expected: 
 async fn restarts_reuse_one_consumer_name_and_live_processes_never_share_one() {
     let server = RedisServer::start();
     let ns = namespace("restarts");
-    let dir = TempDir::new(&ns);
+    let dir = TempDir::new("identity", &ns);
     let url = server.url();
     let transport = RedisTransport::connect(&url).await.unwrap();
     let publisher = common::bus(&url, &ns).await;
@@ -250,7 +190,7 @@ async fn restarts_reuse_one_consumer_name_and_live_processes_never_share_one() {
     // Five restarts, one after the other: one consumer, always the same.
     let mut most_listed = 0;
     for round in 1..=5u32 {
-        let mut instance = Instance::spawn("serve", &url, &ns, &dir.0);
+        let mut instance = Instance::spawn("serve", &url, &ns, dir.path());
         assert_eq!(instance.consumer_name().await, base);
         wait_for_consumers(&transport, &stream, &[&base]).await;
         most_listed = most_listed.max(consumer_names(&transport, &stream).await.len());
@@ -274,9 +214,9 @@ async fn restarts_reuse_one_consumer_name_and_live_processes_never_share_one() {
     }
 
     // Two live processes with the same base name: the second gets its own name.
-    let mut a = Instance::spawn("serve", &url, &ns, &dir.0);
+    let mut a = Instance::spawn("serve", &url, &ns, dir.path());
     assert_eq!(a.consumer_name().await, base);
-    let mut b = Instance::spawn("serve", &url, &ns, &dir.0);
+    let mut b = Instance::spawn("serve", &url, &ns, dir.path());
     assert_eq!(b.consumer_name().await, second);
     let mut both = vec![base.as_str(), second.as_str()];
     both.sort();
@@ -301,7 +241,7 @@ async fn restarts_reuse_one_consumer_name_and_live_processes_never_share_one() {
     assert!(a.interrupt().success());
     wait_for_consumers(&transport, &stream, &[&second]).await;
     // The base name is free again: the next start takes it, next to the live `-2`.
-    let mut c = Instance::spawn("serve", &url, &ns, &dir.0);
+    let mut c = Instance::spawn("serve", &url, &ns, dir.path());
     assert_eq!(c.consumer_name().await, base);
     wait_for_consumers(&transport, &stream, &both).await;
     assert!(b.interrupt().success());
@@ -354,7 +294,7 @@ async fn a_crashed_instance_restarted_under_its_name_handles_its_pending_entries
         "--user", NOACK_USER, "on", &noack, "~*", "&*", "+@all", "-xack",
     ]);
     let ns = namespace("crash-restart");
-    let dir = TempDir::new(&ns);
+    let dir = TempDir::new("identity", &ns);
     let url = server.url();
     let transport = RedisTransport::connect(&url).await.unwrap();
     let publisher = common::bus(&url, &ns).await;
@@ -369,7 +309,7 @@ async fn a_crashed_instance_restarted_under_its_name_handles_its_pending_entries
         "redis://{NOACK_USER}:{NOACK_PASSWORD}@127.0.0.1:{}",
         server.port()
     );
-    let mut doomed = Instance::spawn("crash", &child_url, &ns, &dir.0);
+    let mut doomed = Instance::spawn("crash", &child_url, &ns, dir.path());
     assert_eq!(doomed.consumer_name().await, "worker");
     let held = wait_until_async(PATIENCE, async || {
         let pending = transport

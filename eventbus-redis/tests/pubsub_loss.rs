@@ -20,9 +20,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::child::{ChildProcess, TempDir, child_fields, run_child};
 use common::proxy::Proxy;
 use common::{PATIENCE, RedisServer, append_id, append_line, namespace, read_ids, read_lines};
 use common::{wait_until, wait_until_async};
@@ -49,24 +49,13 @@ struct Frame {
 /// Without [`CHILD_ENV`] it returns at once.
 #[test]
 fn pubsub_loss_child_process() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
+    let Some(fields) = child_fields(CHILD_ENV, 3) else {
         return;
     };
-    let parts: Vec<&str> = spec.splitn(3, ',').collect();
-    let [url, ns, dir] = parts[..] else {
-        panic!("{CHILD_ENV} must be <url>,<namespace>,<dir>, not {spec:?}");
+    let [url, ns, dir] = &fields[..] else {
+        unreachable!("three fields");
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime for the child");
-    runtime.block_on(async {
-        tokio::select! {
-            () = child_subscriber(url, ns, Path::new(dir)) => {}
-            () = tokio::time::sleep(CHILD_LIFETIME) => std::process::exit(3),
-        }
-    });
+    run_child(CHILD_LIFETIME, child_subscriber(url, ns, Path::new(dir)));
 }
 
 /// Subscribes to the frames, notes each one handled, and writes its counters whenever they
@@ -114,51 +103,45 @@ struct Counters {
     dropped: u64,
 }
 
-/// The subscriber process with its directory, killed, reaped and removed on drop.
+/// The subscriber process and its directory.
 struct Subscriber {
-    child: Option<Child>,
-    dir: PathBuf,
+    process: ChildProcess,
+    dir: TempDir,
 }
 
 impl Subscriber {
     async fn spawn(url: &str, ns: &str) -> Subscriber {
-        let dir = std::env::temp_dir().join(format!("eventbus-pubsub-loss-{ns}"));
-        std::fs::create_dir_all(&dir).expect("the child's directory");
-        let log = std::fs::File::create(dir.join("child.log")).expect("the child's log file");
-        let err = log.try_clone().expect("the child's log file, twice");
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let child = Command::new(exe)
-            .args(["pubsub_loss_child_process", "--exact", "--nocapture"])
-            .args(["--test-threads", "1"])
-            .env(CHILD_ENV, format!("{url},{ns},{}", dir.display()))
-            .env("RUST_LOG", "eventbus_redis=warn")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .expect("the child process starts");
-        let subscriber = Subscriber {
-            child: Some(child),
-            dir,
-        };
+        let dir = TempDir::new("pubsub-loss", ns);
+        let process = ChildProcess::spawn(
+            "pubsub_loss_child_process",
+            CHILD_ENV,
+            format!("{url},{ns},{}", dir.path().display()),
+            &[("RUST_LOG", "eventbus_redis=warn")],
+            dir.path().join("child.log"),
+        );
+        let subscriber = Subscriber { process, dir };
         let ready = wait_until(PATIENCE, || {
-            read_lines(&subscriber.dir.join("state")).contains(&"ready".to_owned())
+            read_lines(&subscriber.file("state")).contains(&"ready".to_owned())
         })
         .await;
         assert!(
             ready,
             "the child did not subscribe; its output:\n{}",
-            subscriber.log()
+            subscriber.process.log()
         );
         subscriber
     }
 
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
     fn handled(&self) -> Vec<u32> {
-        read_ids(&self.dir.join("handled"))
+        read_ids(&self.file("handled"))
     }
 
     fn counters(&self) -> Counters {
-        let lines = read_lines(&self.dir.join("stats"));
+        let lines = read_lines(&self.file("stats"));
         let Some(last) = lines.last() else {
             return Counters::default();
         };
@@ -174,7 +157,7 @@ impl Subscriber {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("child.log")).unwrap_or_default()
+        self.process.log()
     }
 
     /// The log line that says why the connection was lost, once there is one.
@@ -186,22 +169,7 @@ impl Subscriber {
     }
 
     fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        let sent = Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success(), "kill {signal} {pid} failed");
-    }
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.process.signal(signal);
     }
 }
 

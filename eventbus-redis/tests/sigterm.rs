@@ -17,9 +17,10 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
+use common::child::{ChildProcess, TempDir, child_fields, run_child};
 use common::{
     PATIENCE, Recorder, RedisServer, append_id, builder, namespace, read_ids, wait_until,
     wait_until_async,
@@ -71,25 +72,17 @@ async fn bill(o: OrderCreated, plan: State<Plan>) {
 /// Without [`CHILD_ENV`] it returns at once.
 #[test]
 fn sigterm_child_process() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
+    let Some(fields) = child_fields(CHILD_ENV, 4) else {
         return;
     };
-    let parts: Vec<&str> = spec.splitn(4, ',').collect();
-    let [hang, url, ns, dir] = parts[..] else {
-        panic!("{CHILD_ENV} must be <hang>,<url>,<namespace>,<dir>, not {spec:?}");
+    let [hang, url, ns, dir] = &fields[..] else {
+        unreachable!("four fields");
     };
     let hang: u32 = hang.parse().expect("a hang id");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime for the child");
-    runtime.block_on(async {
-        tokio::select! {
-            () = child_service((hang > 0).then_some(hang), url, ns, Path::new(dir)) => {}
-            () = tokio::time::sleep(CHILD_LIFETIME) => std::process::exit(3),
-        }
-    });
+    run_child(
+        CHILD_LIFETIME,
+        child_service((hang > 0).then_some(hang), url, ns, Path::new(dir)),
+    );
 }
 
 /// `run_registered_handlers` until SIGTERM, as a service's `main` would.
@@ -122,79 +115,51 @@ async fn child_service(hang: Option<u32>, url: &str, ns: &str, dir: &Path) {
         .expect("the child runs its handlers");
 }
 
-/// The service process with its directory, killed, reaped and removed on drop.
+/// The service process and its directory.
 struct Service {
-    child: Option<Child>,
-    dir: PathBuf,
+    process: ChildProcess,
+    dir: TempDir,
 }
 
 impl Service {
     fn spawn(hang: Option<u32>, url: &str, ns: &str) -> Service {
-        let dir = std::env::temp_dir().join(format!("eventbus-sigterm-{ns}"));
-        std::fs::create_dir_all(&dir).expect("the child's directory");
-        let log = std::fs::File::create(dir.join("child.log")).expect("the child's log file");
-        let err = log.try_clone().expect("the child's log file, twice");
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let child = Command::new(exe)
-            .args(["sigterm_child_process", "--exact", "--nocapture"])
-            .args(["--test-threads", "1"])
-            .env(
-                CHILD_ENV,
-                format!("{},{url},{ns},{}", hang.unwrap_or(0), dir.display()),
-            )
+        let dir = TempDir::new("sigterm", ns);
+        let process = ChildProcess::spawn(
+            "sigterm_child_process",
+            CHILD_ENV,
+            format!("{},{url},{ns},{}", hang.unwrap_or(0), dir.path().display()),
             // Its log must show the signal and what the stop abandoned.
-            .env("RUST_LOG", "eventbus_core=info")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .expect("the child process starts");
-        Service {
-            child: Some(child),
-            dir,
-        }
+            &[("RUST_LOG", "eventbus_core=info")],
+            dir.path().join("child.log"),
+        );
+        Service { process, dir }
     }
 
     fn started(&self) -> Vec<u32> {
-        read_ids(&self.dir.join("started"))
+        read_ids(&self.dir.path().join("started"))
     }
 
     fn handled(&self) -> Vec<u32> {
-        read_ids(&self.dir.join("handled"))
+        read_ids(&self.dir.path().join("handled"))
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("child.log")).unwrap_or_default()
+        self.process.log()
     }
 
     /// Fails the test, with the child's output, when the child exited on its own.
     fn assert_alive(&mut self) {
-        let status = self
-            .child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten());
-        if let Some(status) = status {
-            panic!(
-                "the child exited by itself ({status}); its output:\n{}",
-                self.log()
-            );
-        }
+        self.process.assert_alive();
     }
 
     /// Sends SIGTERM and waits for the exit (at most [`PATIENCE`] past `bound`): the exit
     /// status and how long it took.
     async fn terminate(&mut self, bound: Duration) -> (ExitStatus, Duration) {
-        let child = self.child.as_mut().expect("terminated once");
-        let pid = child.id().to_string();
         let began = Instant::now();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill -TERM runs");
-        assert!(sent.success(), "kill -TERM {pid} failed");
+        self.process.signal("-TERM");
         let mut status = None;
         let exited = wait_until(bound + PATIENCE, || {
-            status = child.try_wait().expect("wait for the child");
+            status = self.process.try_wait();
             status.is_some()
         })
         .await;
@@ -204,18 +169,7 @@ impl Service {
             "no exit {took:?} after SIGTERM; its output:\n{}",
             self.log()
         );
-        self.child = None;
         (status.expect("exited"), took)
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -2,6 +2,7 @@
 //! on conditions instead of sleeping.
 #![allow(dead_code, missing_docs)]
 
+pub mod child;
 pub mod proxy;
 pub mod tls;
 
