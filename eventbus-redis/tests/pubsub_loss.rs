@@ -171,6 +171,31 @@ impl Subscriber {
     fn signal(&self, signal: &str) {
         self.process.signal(signal);
     }
+
+    /// Waits until the child counted a lost connection and logged why.
+    async fn wait_for_explained_loss(&self) {
+        let explained = wait_until(PATIENCE, || {
+            self.counters().pubsub_disconnects >= 1 && self.cause_line().is_some()
+        })
+        .await;
+        assert!(
+            explained,
+            "the loss was not counted and explained: {:?}; its output:\n{}",
+            self.counters(),
+            self.log()
+        );
+    }
+
+    /// Publishes frames from `from` on until one reaches the child, then waits until its
+    /// counters show the reconnect (they are written every 20 ms).
+    async fn wait_until_back(&self, bus: &Bus, from: u32) {
+        wait_until_delivered_again(bus, self, from).await;
+        assert!(
+            wait_until(PATIENCE, || self.counters().reconnects >= 1).await,
+            "the reconnect was not counted: {:?}",
+            self.counters()
+        );
+    }
 }
 
 async fn publisher(url: &str, ns: &str) -> Bus {
@@ -239,24 +264,9 @@ async fn a_subscriber_that_redis_disconnects_counts_it_and_names_the_limit() {
     );
     let published_while_stopped = n - 1 - first;
 
-    let explained = wait_until(PATIENCE, || {
-        child.counters().pubsub_disconnects >= 1 && child.cause_line().is_some()
-    })
-    .await;
-    assert!(
-        explained,
-        "the loss was not counted and explained: {:?}; its output:\n{}",
-        child.counters(),
-        child.log()
-    );
+    child.wait_for_explained_loss().await;
     let explained_after = resumed_at.elapsed();
-    wait_until_delivered_again(&bus, &child, first + MAX_FRAMES).await;
-    // The counters are written every 20 ms: the reconnect shows up shortly after the delivery.
-    assert!(
-        wait_until(PATIENCE, || child.counters().reconnects >= 1).await,
-        "the reconnect was not counted: {:?}",
-        child.counters()
-    );
+    child.wait_until_back(&bus, first + MAX_FRAMES).await;
 
     let cause = child.cause_line().expect("checked above");
     let counters = child.counters();
@@ -300,25 +310,10 @@ async fn a_subscriber_cut_off_by_the_network_counts_it_and_says_so() {
 
     proxy.stall();
     let stalled_at = Instant::now();
-    let counted = wait_until(PATIENCE, || {
-        child.counters().pubsub_disconnects >= 1 && child.cause_line().is_some()
-    })
-    .await;
-    assert!(
-        counted,
-        "the dead connection was not counted: {:?}; its output:\n{}",
-        child.counters(),
-        child.log()
-    );
+    child.wait_for_explained_loss().await;
     let found_after = stalled_at.elapsed();
     proxy.resume_new_only();
-    wait_until_delivered_again(&bus, &child, 1_000).await;
-    // The counters are written every 20 ms: the reconnect shows up shortly after the delivery.
-    assert!(
-        wait_until(PATIENCE, || child.counters().reconnects >= 1).await,
-        "the reconnect was not counted: {:?}",
-        child.counters()
-    );
+    child.wait_until_back(&bus, 1_000).await;
 
     let cause = child.cause_line().expect("checked above");
     let counters = child.counters();
