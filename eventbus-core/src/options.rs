@@ -113,7 +113,8 @@ impl HandlerOptions {
 
     /// Every instance handles every event of a durable type: the handler reads the stream from
     /// its own position (`XREAD`) instead of sharing a consumer group. Not for ephemeral events,
-    /// which pub/sub already delivers to every live subscriber; not with [`dedup`](Self::dedup).
+    /// which pub/sub already delivers to every live subscriber; not with [`dedup`](Self::dedup) or
+    /// [`group`](Self::group) (refused with [`Error::InvalidOptions`](crate::Error::InvalidOptions)).
     pub const fn broadcast(mut self) -> Self {
         self.mode = ConsumeMode::Broadcast;
         self
@@ -195,7 +196,7 @@ impl Default for HandlerOptions {
 
 /// Refuses options that make no sense for `event`, before the handler starts: `broadcast` and
 /// `dedup` on an ephemeral event (pub/sub already reaches every live subscriber, and never
-/// redelivers), and `dedup` on a `broadcast` handler (no group to remember handled events for).
+/// redelivers), and `dedup` or `group` on a `broadcast` handler (it reads without a group).
 /// `#[handler]` makes the same checks at compile time.
 pub(crate) fn check(
     handler: &str,
@@ -236,6 +237,12 @@ pub(crate) fn check(
                 .to_owned(),
         );
     }
+    if let (Some(group), true) = (options.group, broadcast) {
+        return refuse(format!(
+            "`group = \"{group}\"`: a `broadcast` handler reads the stream on its own, without a \
+             consumer group; drop `group` or `broadcast`"
+        ));
+    }
     Ok(())
 }
 
@@ -274,6 +281,8 @@ mod tests {
         assert!(e.contains("shop::OrderCreated"), "{e}");
         let e = refused(&durable, dedup.broadcast());
         assert!(e.contains("`broadcast` handler has no group"), "{e}");
+        let e = refused(&durable, HandlerOptions::new().group("billing").broadcast());
+        assert!(e.contains("drop `group` or `broadcast`"), "{e}");
     }
 
     fn descriptor(durability: Durability) -> EventDescriptor {

@@ -122,8 +122,6 @@ impl Runner {
                 })
                 .map_err(|e| e.to_string())
         };
-        let decoded = decoded
-            .and_then(|d| crate::type_check::check(self.event.as_ref(), &d.meta).map(|()| d));
         let decoded = match decoded {
             Ok(d) => d,
             Err(reason) => {
@@ -133,6 +131,19 @@ impl Runner {
                 return Box::pin(self.dead_letter(letter, entry_id)).await;
             }
         };
+        if let Err(reason) = crate::type_check::check(self.event.as_ref(), &decoded.meta) {
+            Stats::incr(&self.stats().undecodable);
+            tracing::warn!(handler = %self.name, %channel, %reason, "message of another type");
+            return Box::pin(self.refuse(
+                &decoded.meta,
+                channel,
+                entry_id,
+                delivery_count,
+                reason,
+                body,
+            ))
+            .await;
+        }
         let meta = self.fill_bare(decoded.meta, entry_id.as_deref());
         let dedup = self.dedup_key(&meta.id, entry_id.as_deref());
         if let Some((key, _)) = &dedup
@@ -154,8 +165,7 @@ impl Runner {
                 self.options.max_deliveries
             );
             tracing::warn!(handler = %self.name, %channel, id = %meta.id, %reason, "dead-lettering");
-            let letter = self.letter(&channel, entry_id.clone(), attempt, reason, body);
-            return Box::pin(self.dead_letter(letter, entry_id)).await;
+            return Box::pin(self.refuse(&meta, channel, entry_id, attempt, reason, body)).await;
         }
         let mut ctx = Context::new(
             self.engine.clone(),
@@ -293,6 +303,25 @@ impl Runner {
             deliveries,
             body,
         }
+    }
+
+    /// Dead-letters a message refused before its handler ran (another event's type, too
+    /// many deliveries). A request among them is answered with the reason, so that its sender
+    /// learns it at once instead of waiting for its timeout.
+    async fn refuse(
+        &self,
+        meta: &crate::envelope::Metadata,
+        channel: String,
+        entry_id: Option<String>,
+        delivery_count: u32,
+        reason: String,
+        body: crate::envelope::WireBody,
+    ) -> Outcome {
+        if let Some(to) = &meta.reply_to {
+            crate::reply::answer(&self.engine, to, meta, Err(reason.clone())).await;
+        }
+        let letter = self.letter(&channel, entry_id.clone(), delivery_count, reason, body);
+        self.dead_letter(letter, entry_id).await
     }
 
     async fn dead_letter(&self, letter: DeadLetter, entry_id: Option<String>) -> Outcome {

@@ -555,3 +555,35 @@ async fn a_failed_ack_is_sent_again_without_waiting_for_a_claim() {
     assert_eq!(*consumer.acked.lock().unwrap(), vec!["1-0".to_owned()]);
     assert_eq!(calls.load(Ordering::SeqCst), 1, "handled once");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_refused_before_its_handler_runs_is_answered_with_the_reason() {
+    let engine = engine();
+    let (calls, h) = counting(|_| Ok(()));
+    let r = runner(&engine, fast(), h);
+    // Another event's type on this stream, asking for a reply.
+    let meta = engine
+        .metadata("shop.Refund", Some(1), &PublishOptions::default())
+        .with_reply_to("replies.peer");
+    let request = Encoded::new(meta.clone(), &1u64).expect("encodes");
+    let request = Delivery {
+        body: WireBody::Json(request.to_json()),
+        ..entry(&engine, 1, 1)
+    };
+    assert!(acked(&r.process(request).await));
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(dead_letters(&engine).await.len(), 1);
+    let replies = engine
+        .sent(crate::reply::REPLY_TYPE)
+        .expect("the test engine records");
+    assert_eq!(replies.len(), 1, "one error reply");
+    let error = replies[0]
+        .meta
+        .header(crate::reply::ERROR_HEADER)
+        .unwrap_or("");
+    assert!(
+        error.contains("shop.Refund") && error.contains(STREAM),
+        "the reply names both types: {error:?}"
+    );
+    assert_eq!(replies[0].meta.causation_id(), Some(meta.id()));
+}
