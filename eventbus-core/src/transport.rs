@@ -31,6 +31,12 @@ pub struct Outgoing {
     pub message: Encoded,
 }
 
+/// How many `claim_idle` periods a transport keeps an entry in flight leased to its consumer
+/// (renewed, so that no other consumer claims it from a slow handler). An entry kept longer
+/// without an ack (its dead letter could not be written) is delivered again. Every transport
+/// uses this one bound.
+pub const IN_FLIGHT_LEASE_FACTOR: u32 = 10;
+
 /// What a publish returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Receipt {

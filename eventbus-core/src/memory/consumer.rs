@@ -24,14 +24,10 @@ use super::{Connection, Shared, lock};
 use crate::activity::ActivityToken;
 use crate::envelope::WireBody;
 use crate::error::{Error, Result};
-use crate::transport::{ConsumerSpec, Delivery, StreamConsumer};
+use crate::transport::{ConsumerSpec, Delivery, IN_FLIGHT_LEASE_FACTOR, StreamConsumer};
 
 /// The longest a `fetch` waits before returning an empty batch.
 const MAX_WAIT: Duration = Duration::from_secs(1);
-
-/// How many `claim_idle` periods an entry stays leased while in flight, as on Redis: an entry
-/// kept without an ack (its dead letter could not be written) is eventually delivered again.
-const MAX_LEASE_FACTOR: u32 = 10;
 
 /// A member of a consumer group.
 pub(super) struct GroupConsumer {
@@ -88,7 +84,7 @@ impl GroupConsumer {
             group,
             consumer,
             claim_idle: spec.claim_idle,
-            max_lease: spec.claim_idle.saturating_mul(MAX_LEASE_FACTOR),
+            max_lease: spec.claim_idle.saturating_mul(IN_FLIGHT_LEASE_FACTOR),
             notify,
             stopping: AtomicBool::new(false),
             local: Mutex::new(Local {

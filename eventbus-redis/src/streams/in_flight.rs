@@ -8,16 +8,15 @@
 //!
 //! The renewal is a lease with an end: an entry the dispatcher keeps without acknowledging it
 //! (its dead letter could not be written) must eventually be delivered again. After
-//! [`MAX_LEASE_FACTOR`] × `claim_idle` an entry is no longer renewed nor protected.
+//! [`IN_FLIGHT_LEASE_FACTOR`] × `claim_idle` (core's bound, shared by every transport) an entry
+//! is no longer renewed nor protected.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use eventbus_core::transport::IN_FLIGHT_LEASE_FACTOR;
 use tokio::time::Instant;
-
-/// How many `claim_idle` periods an entry stays protected while in flight.
-pub(super) const MAX_LEASE_FACTOR: u32 = 10;
 
 pub(super) struct InFlight {
     entries: Mutex<HashMap<String, Instant>>,
@@ -28,7 +27,7 @@ impl InFlight {
     pub(super) fn new(claim_idle: Duration) -> Self {
         InFlight {
             entries: Mutex::new(HashMap::new()),
-            max_lease: claim_idle.saturating_mul(MAX_LEASE_FACTOR),
+            max_lease: claim_idle.saturating_mul(IN_FLIGHT_LEASE_FACTOR),
         }
     }
 
