@@ -37,6 +37,12 @@ pub struct BusConfig {
     /// call's entry stays pending under the consumer's name: the next instance of that name
     /// handles it first, another consumer claims it after `claim_idle`.
     pub shutdown_timeout: Duration,
+    /// How long the lease on the consumer name lasts unless renewed (default 10 s, at least
+    /// 1 s); it is renewed every tenth of it. The longest an instance restarted in another
+    /// container or on another machine waits for the name of a predecessor that crashed: a
+    /// shorter lease lets a restarted pod go on sooner, at the cost of more renewals. A process
+    /// that cannot reach Redis for longer than the lease may lose its name to another (logged).
+    pub consumer_lease_ttl: Duration,
     /// Whether [`Bus::run_registered_handlers`](crate::Bus::run_registered_handlers) shuts
     /// down on SIGTERM and SIGINT (Ctrl-C) (default `true`). Turn it off when the application
     /// handles signals itself and stops the bus with
@@ -65,6 +71,7 @@ impl Default for BusConfig {
             request_timeout: Duration::from_secs(5),
             claim_idle: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(25),
+            consumer_lease_ttl: crate::identity::LEASE_TTL,
             shutdown_on_signals: true,
             start_from: StartFrom::Beginning,
             max_payload_bytes: 1024 * 1024,

@@ -81,6 +81,7 @@ pub(crate) async fn consumer_name(engine: &Engine, mode: ConsumeMode) -> String 
             Identity::claim(
                 engine.transport().clone(),
                 &engine.config().instance,
+                engine.config().consumer_lease_ttl,
                 |name| engine.key(&format!("eventbus.instance:{name}")),
             )
         })

@@ -12,8 +12,9 @@
 //! **Why a lease.** Two live processes under one name would share one pending list: each would
 //! take the other's unacknowledged entries for its own after a reconnect, and a group could not
 //! tell them apart. So before its first consumer group starts, a bus takes a lease on its name
-//! (`<namespace.>eventbus.instance:<name>`, see [`Transport::hold_lease`]), renews it every
-//! [`RENEW_EVERY`] and releases it at the end of a graceful shutdown, after its last ack. The
+//! (`<namespace.>eventbus.instance:<name>`, see [`Transport::hold_lease`]) for
+//! `BusConfig::consumer_lease_ttl` ([`LEASE_TTL`] by default), renews it every tenth of that
+//! and releases it at the end of a graceful shutdown, after its last ack. The
 //! lease's value says who holds it (`Holder`). A bus looks at `base`, `base-2`, `base-3`, … and
 //! takes
 //!
@@ -23,9 +24,9 @@
 //!   takes its name back at once, with the pending entries under it; such a name wins over a
 //!   free one, so the scan goes on past the first free name until a second one;
 //! * otherwise the first name that is free (or held by itself), or whose holder it cannot check
-//!   (another machine or container) and does not renew its lease: the lease expires within
-//!   [`LEASE_TTL`], and the bus waits for that. A live holder renews within [`RENEW_EVERY`], and
-//!   the bus moves on to the next name.
+//!   (another machine or container) and does not renew its lease: the bus waits until the lease
+//!   expires (the server says when). A live holder renews it before, and the bus moves on to the
+//!   next name.
 //!
 //! A crashed instance whose lease expired before it was restarted finds its name free: if it
 //! was `base`, the restart re-reads its entries as before; under another name (`base-2`, a
@@ -46,12 +47,14 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::transport::{LeaseState, Transport};
 
-/// How long a lease lasts unless renewed: the longest a restarted instance waits for the lease of
-/// a predecessor it cannot check (another machine or container).
+/// How long a lease lasts unless renewed, by default (`BusConfig::consumer_lease_ttl`): the
+/// longest a restarted instance waits for the lease of a predecessor it cannot check (another
+/// machine or container).
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
-/// How often a held lease is renewed: the longest a starting instance watches the lease of a
-/// live holder it cannot check before it takes the next name.
-pub const RENEW_EVERY: Duration = Duration::from_secs(1);
+/// The shortest lease: renewals every 100 ms.
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
+/// How many renewals a lease gets within its ttl.
+const RENEWALS_PER_TTL: u32 = 10;
 /// How often a lease is read while waiting for it.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
 /// A lease that expires later than expected by more than this was renewed.
@@ -311,6 +314,8 @@ struct Lease {
     key: String,
     holder: Holder,
     value: String,
+    /// How long it lasts unless renewed.
+    ttl: Duration,
     /// Stops the renewals.
     released: CancellationToken,
 }
@@ -328,20 +333,23 @@ impl Identity {
     pub(crate) async fn claim(
         transport: Arc<dyn Transport>,
         base: &str,
+        ttl: Duration,
         key: impl Fn(&str) -> String,
     ) -> Identity {
+        let ttl = ttl.max(MIN_LEASE_TTL);
         let holder = Holder::new();
         let value = holder.value();
         // Registered first: a lease of this bus must count as alive from the moment it exists.
         live_nonces().insert(holder.nonce.clone());
         let started = Instant::now();
-        match claim_name(&*transport, base, &value, &key).await {
+        match claim_name(&*transport, base, &value, ttl, &key).await {
             Ok(Some(name)) => {
                 let lease = Arc::new(Lease {
                     transport,
                     key: key(&name),
                     holder,
                     value,
+                    ttl,
                     released: CancellationToken::new(),
                 });
                 renew(&lease, name.clone());
@@ -398,6 +406,7 @@ async fn claim_name(
     transport: &dyn Transport,
     base: &str,
     value: &str,
+    ttl: Duration,
     key: &impl Fn(&str) -> String,
 ) -> crate::Result<Option<String>> {
     let mut free: Option<String> = None;
@@ -408,8 +417,7 @@ async fn claim_name(
             format!("{base}-{n}")
         };
         let lease = key(&name);
-        let (holder, remaining) = match transport.hold_lease(&lease, value, LEASE_TTL, None).await?
-        {
+        let (holder, remaining) = match transport.hold_lease(&lease, value, ttl, None).await? {
             LeaseState::Held if free.is_none() => {
                 free = Some(name);
                 continue;
@@ -422,10 +430,10 @@ async fn claim_name(
         };
         let taken = match Holder::liveness(&holder) {
             Liveness::Alive => false,
-            Liveness::Dead => take_over(transport, &lease, value, &holder).await?,
+            Liveness::Dead => take_over(transport, &lease, value, ttl, &holder).await?,
             // Waiting only pays before a free name: after it, the bus takes that one.
             Liveness::Unknown if free.is_none() => {
-                watch(transport, &lease, value, &holder, remaining).await?
+                watch(transport, &lease, value, ttl, &holder, remaining).await?
             }
             Liveness::Unknown => false,
         };
@@ -444,11 +452,10 @@ async fn take_over(
     transport: &dyn Transport,
     key: &str,
     value: &str,
+    ttl: Duration,
     holder: &str,
 ) -> crate::Result<bool> {
-    let state = transport
-        .hold_lease(key, value, LEASE_TTL, Some(holder))
-        .await?;
+    let state = transport.hold_lease(key, value, ttl, Some(holder)).await?;
     if state == LeaseState::Held {
         tracing::info!(%key, previous = %holder, "took over the lease of a process that is gone");
     }
@@ -456,21 +463,23 @@ async fn take_over(
 }
 
 /// Waits for the lease of a holder this process cannot check: true once it expired and is
-/// ours, false when the holder renewed it (alive) or another took it.
+/// ours, false when the holder renewed it (alive) or another took it. The wait follows the
+/// lease's own expiry (`remaining`, from the server), whatever ttl its holder uses.
 async fn watch(
     transport: &dyn Transport,
     key: &str,
     value: &str,
+    ttl: Duration,
     holder: &str,
     remaining: Duration,
 ) -> crate::Result<bool> {
     let since = Instant::now();
     let expires = since + remaining;
-    let give_up = since + LEASE_TTL + RENEW_EVERY;
+    let give_up = expires + RENEWAL_MARGIN + 2 * WATCH_EVERY;
     tracing::info!(%key, %holder, "the consumer name is leased by a process that cannot be checked from here; waiting for a renewal or for the lease to expire");
     while Instant::now() < give_up {
         tokio::time::sleep(WATCH_EVERY).await;
-        match transport.hold_lease(key, value, LEASE_TTL, None).await? {
+        match transport.hold_lease(key, value, ttl, None).await? {
             LeaseState::Held => {
                 tracing::info!(%key, waited = ?since.elapsed(), "the lease expired without renewal; taken");
                 return Ok(true);
@@ -488,9 +497,10 @@ async fn watch(
     Ok(false)
 }
 
-/// Renews the lease every [`RENEW_EVERY`] until it is released or dropped.
+/// Renews the lease every tenth of its ttl until it is released or dropped.
 fn renew(lease: &Arc<Lease>, name: String) {
     let released = lease.released.clone();
+    let (ttl, every) = (lease.ttl, lease.ttl / RENEWALS_PER_TTL);
     let lease = Arc::downgrade(lease);
     tokio::spawn(async move {
         let mut lost = false;
@@ -498,14 +508,14 @@ fn renew(lease: &Arc<Lease>, name: String) {
         loop {
             tokio::select! {
                 () = released.cancelled() => return,
-                () = tokio::time::sleep(RENEW_EVERY) => {}
+                () = tokio::time::sleep(every) => {}
             }
             let Some(lease) = lease.upgrade() else {
                 return;
             };
             match lease
                 .transport
-                .hold_lease(&lease.key, &lease.value, LEASE_TTL, None)
+                .hold_lease(&lease.key, &lease.value, ttl, None)
                 .await
             {
                 Ok(LeaseState::Held) => {
@@ -515,14 +525,14 @@ fn renew(lease: &Arc<Lease>, name: String) {
                 }
                 Ok(LeaseState::HeldBy { holder, .. }) => {
                     if !std::mem::replace(&mut lost, true) {
-                        tracing::error!(consumer = %name, %holder, "the consumer name's lease expired (not renewed for {LEASE_TTL:?}) and another process took it: both now read as this consumer; restart one of them");
+                        tracing::error!(consumer = %name, %holder, "the consumer name's lease expired (not renewed for {ttl:?}) and another process took it: both now read as this consumer; restart one of them");
                     }
                 }
                 Err(Error::Closed) => return,
                 Err(e) => {
                     // Once per outage: the consumers log the outage themselves.
                     if !std::mem::replace(&mut failing, true) {
-                        tracing::warn!(consumer = %name, error = %e, "cannot renew the consumer name's lease (it lasts {LEASE_TTL:?}); retrying every {RENEW_EVERY:?}");
+                        tracing::warn!(consumer = %name, error = %e, "cannot renew the consumer name's lease (it lasts {ttl:?}); retrying every {every:?}");
                     }
                 }
             }

@@ -486,6 +486,49 @@ async fn a_name_leased_and_renewed_on_another_machine_makes_the_bus_take_the_nex
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_name_lease_lasts_consumer_lease_ttl_and_is_renewed_every_tenth_of_it() {
+    let server = RedisServer::start();
+    let ns = namespace("lease-ttl");
+    let ttl = Duration::from_secs(2);
+    let began = Instant::now();
+    let bus = builder(&server.url(), &ns)
+        .await
+        .instance("short")
+        .configure(|c| c.consumer_lease_ttl = ttl)
+        .build()
+        .unwrap();
+    bus.subscribe_with(
+        |_o: OrderCreated| async {},
+        HandlerOptions::new().group(GROUP),
+    )
+    .await
+    .unwrap();
+    let mut raw = plain(&server.url()).await;
+    let key = format!("{ns}.eventbus.instance:short");
+    let mut pttl = async || -> i64 {
+        redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut raw)
+            .await
+            .unwrap()
+    };
+    let first = pttl().await;
+    assert!(
+        first > 0 && first <= 2_000,
+        "a lease of {ttl:?} has {first} ms left"
+    );
+    // Unrenewed, less than 1,500 ms would be left half a second later; renewals every 200 ms
+    // keep it near 2 s.
+    let renewed = wait_until_async(PATIENCE, async || {
+        began.elapsed() > Duration::from_millis(500) && pttl().await > 1_700
+    })
+    .await;
+    assert!(renewed, "the lease was not renewed");
+    bus.shutdown().await;
+    assert_eq!(pttl().await, -2, "released at shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_consumers_that_own_nothing_are_removed_and_owners_of_pending_entries_stay() {
     let server = RedisServer::start();
     let ns = namespace("prune");
