@@ -109,6 +109,8 @@ impl GroupConsumer {
         } = stream;
         let group = &mut groups[self.group];
         group.last_seen[self.consumer as usize] = now;
+        // A read makes the name a member again, as on Redis.
+        group.member[self.consumer as usize] = true;
         let mut lost = Vec::new();
 
         // 1. Own entries left pending by an earlier consumer of the same name (not those another
@@ -281,6 +283,13 @@ impl StreamConsumer for GroupConsumer {
 
     async fn interrupt(&self) {
         stop_waiting(&self.stopping, &self.shared, &self.stream);
+    }
+
+    async fn leave(&self) {
+        let mut streams = lock(&self.shared.streams);
+        if let Some(stream) = streams.get_mut(&self.stream) {
+            stream.groups[self.group].leave(self.consumer);
+        }
     }
 }
 

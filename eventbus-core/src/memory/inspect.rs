@@ -44,7 +44,7 @@ impl MemoryTransport {
             .iter()
             .map(|g| GroupInfo {
                 name: g.name.clone(),
-                consumers: g.consumers.len() as u64,
+                consumers: g.member.iter().filter(|m| **m).count() as u64,
                 pending: g.pel.len() as u64,
                 last_delivered_id: g.last_delivered.text(),
                 lag: Some(stream.count_after(g.last_delivered) as u64),
@@ -63,6 +63,7 @@ impl MemoryTransport {
         g.consumers
             .iter()
             .enumerate()
+            .filter(|(i, _)| g.member[*i])
             .map(|(i, name)| ConsumerInfo {
                 name: name.clone(),
                 pending: g.pel.values().filter(|p| p.consumer as usize == i).count() as u64,

@@ -188,19 +188,36 @@ pub(super) struct Group {
     pub(super) consumers: Vec<String>,
     /// When each consumer last read or claimed entries, by the same index.
     pub(super) last_seen: Vec<Instant>,
+    /// Whether each consumer is a member, by the same index: one that left its group
+    /// (`XGROUP DELCONSUMER`) keeps its index, unlisted, until it reads again.
+    pub(super) member: Vec<bool>,
 }
 
 impl Group {
     /// The index of consumer `name`, added when new.
     pub(super) fn consumer_index(&mut self, name: &str) -> u32 {
         match self.consumers.iter().position(|c| c == name) {
-            Some(i) => i as u32,
+            Some(i) => {
+                self.member[i] = true;
+                i as u32
+            }
             None => {
                 self.consumers.push(name.to_owned());
                 self.last_seen.push(Instant::now());
+                self.member.push(true);
                 (self.consumers.len() - 1) as u32
             }
         }
+    }
+
+    /// Consumer `index` leaves the group if it owns no pending entry (like the script behind
+    /// Redis's `XGROUP DELCONSUMER`); true when it left.
+    pub(super) fn leave(&mut self, index: u32) -> bool {
+        if self.pel.values().any(|p| p.consumer == index) {
+            return false;
+        }
+        self.member[index as usize] = false;
+        true
     }
 
     /// Ends every lease that `ends` selects: their entries start to idle now.
@@ -326,6 +343,7 @@ impl Stream {
             pel: BTreeMap::new(),
             consumers: Vec::new(),
             last_seen: Vec::new(),
+            member: Vec::new(),
         });
         self.groups.len() - 1
     }

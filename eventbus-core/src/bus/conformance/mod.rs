@@ -237,6 +237,7 @@ macro_rules! __conformance_rules {
             publishing::shutdown_lets_in_flight_calls_finish_and_acks_them,
             publishing::a_handler_finishing_during_shutdown_can_still_publish,
             publishing::a_call_running_past_shutdown_timeout_is_abandoned_to_the_next_instance,
+            publishing::a_stopped_consumer_leaves_its_group_unless_it_owns_pending_entries,
         }
     };
     (@tests [$backend:expr] $($area:ident :: $rule:ident),* $(,)?) => {

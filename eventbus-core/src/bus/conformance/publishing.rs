@@ -358,3 +358,53 @@ pub async fn a_call_running_past_shutdown_timeout_is_abandoned_to_the_next_insta
         "only the abandoned entry, again"
     );
 }
+
+/// A graceful shutdown takes the bus's consumer out of its group once it owns nothing, so a
+/// group lists the live instances only; a consumer that keeps an entry pending (its call was
+/// abandoned) stays, for the next instance of its name.
+pub async fn a_stopped_consumer_leaves_its_group_unless_it_owns_pending_entries(
+    backend: &dyn Backend,
+) {
+    let setup = Setup::new(backend, "leave");
+    let instance = |name: &'static str| {
+        setup.builder().instance(name).configure(|c| {
+            c.shutdown_timeout = Duration::from_millis(200);
+        })
+    };
+    let first = setup.bus_from(instance("first")).await;
+    let second = setup.bus_from(instance("second")).await;
+    let seen: Recorder<u32> = Recorder::default();
+    for bus in [&first, &second] {
+        let s = seen.clone();
+        bus.subscribe_with(
+            move |o: Order| {
+                let s = s.clone();
+                async move {
+                    s.push(o.n);
+                    if o.n == 2 {
+                        // Never finishes: abandoned at shutdown, its entry stays pending.
+                        std::future::pending::<()>().await;
+                    }
+                }
+            },
+            FAST.group("workers"),
+        )
+        .await
+        .expect("subscribe");
+    }
+    let stream = first.channel_of::<Order>();
+    let members = async || setup.groups(&stream).await[0].consumers;
+    assert_eq!(members().await, 2, "{:?}", setup.groups(&stream).await);
+    first.publish(&Order { n: 1 }).await.expect("publish");
+    first.publish(&Order { n: 2 }).await.expect("publish");
+    eventually("both calls", || seen.len() == 2).await;
+    // Whichever instance holds the hung call keeps its entry pending and stays.
+    first.shutdown().await;
+    second.shutdown().await;
+    let groups = setup.groups(&stream).await;
+    assert_eq!(groups[0].pending, 1, "{groups:?}");
+    assert_eq!(
+        groups[0].consumers, 1,
+        "only the owner of the abandoned entry stays: {groups:?}"
+    );
+}
