@@ -986,7 +986,10 @@ pub fn rfc3339(t: SystemTime) -> String {
     ] {
         out[i] = c;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    // Digits and separators only: always valid (and `from_utf8` is cheaper than a lossy scan).
+    std::str::from_utf8(&out)
+        .map(str::to_owned)
+        .unwrap_or_default()
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
