@@ -130,7 +130,6 @@ impl AsyncPushSender for LossWatch {
             // New commands wait until the connection answers again, so that one failing
             // meanwhile is known not to have been sent.
             if let Some(shared) = losses.shared.get().and_then(Weak::upgrade) {
-                shared.dead.store(true, Ordering::SeqCst);
                 shared.suspect(self.generation, true);
             }
         }
@@ -255,10 +254,19 @@ impl SharedConnection {
 
     /// Runs a pipeline, within the deadline.
     pub(crate) async fn run_pipeline(&self, pipeline: &Pipeline) -> Result<Vec<Value>, Failure> {
-        self.bounded(async |manager| {
-            manager
-                .req_packed_commands(pipeline, 0, pipeline.len())
-                .await
+        self.run_commands(pipeline, 0, pipeline.len()).await
+    }
+
+    /// Runs `count` commands of `pipeline` from `offset` (the replies redis-rs expects), within
+    /// the deadline.
+    async fn run_commands(
+        &self,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> Result<Vec<Value>, Failure> {
+        self.bounded(async move |manager| {
+            manager.req_packed_commands(pipeline, offset, count).await
         })
         .await
     }
@@ -314,6 +322,10 @@ impl Shared {
             || self.losses.generation.load(Ordering::SeqCst) != generation
         {
             return;
+        }
+        if counted {
+            // The socket is known closed: commands wait for the connection from now on.
+            self.dead.store(true, Ordering::SeqCst);
         }
         if self.repairing.swap(true, Ordering::SeqCst) {
             // Another timeout while the PING runs: as good as a PING without answer, so the
@@ -440,11 +452,7 @@ async fn repair(shared: &Weak<Shared>, generation: u64, counted: bool) {
 
 impl ConnectionLike for SharedConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            self.bounded(async |manager| manager.req_packed_command(cmd).await)
-                .await
-                .map_err(|f| f.error)
-        })
+        Box::pin(async move { self.run(cmd).await.map_err(|f| f.error) })
     }
 
     fn req_packed_commands<'a>(
@@ -454,11 +462,9 @@ impl ConnectionLike for SharedConnection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            self.bounded(async move |manager| {
-                manager.req_packed_commands(pipeline, offset, count).await
-            })
-            .await
-            .map_err(|f| f.error)
+            self.run_commands(pipeline, offset, count)
+                .await
+                .map_err(|f| f.error)
         })
     }
 

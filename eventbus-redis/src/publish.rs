@@ -111,6 +111,14 @@ fn refused(inner: &Inner, message: &Outgoing, error: ServerError) -> Error {
     )
 }
 
+/// The event ids of `messages`, in order.
+fn event_ids(messages: &[Outgoing]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| m.message.meta().id().to_owned())
+        .collect()
+}
+
 /// The error of a publish that got no reply: [`Error::PublishOutcomeUnknown`] when it may have
 /// been written, a transport error saying it was not sent otherwise.
 fn failed(what: String, messages: &[Outgoing], failure: Failure) -> Error {
@@ -118,10 +126,7 @@ fn failed(what: String, messages: &[Outgoing], failure: Failure) -> Error {
         Error::PublishOutcomeUnknown {
             transport: TRANSPORT,
             message: format!("{what}: sent, but no reply came back"),
-            event_ids: messages
-                .iter()
-                .map(|m| m.message.meta().id().to_owned())
-                .collect(),
+            event_ids: event_ids(messages),
             source: Some(Box::new(failure.error)),
         }
     } else {
@@ -198,10 +203,7 @@ pub(crate) async fn publish_all(inner: &Inner, messages: Vec<Outgoing>) -> Resul
                 what(),
                 describe(&messages[index])
             ),
-            event_ids: messages
-                .iter()
-                .map(|m| m.message.meta().id().to_owned())
-                .collect(),
+            event_ids: event_ids(&messages),
             source: Some(Box::new(RedisError::from(error))),
         });
     }

@@ -70,7 +70,6 @@ pub(crate) struct PubSubHub {
     /// subscriber never overtakes the `SUBSCRIBE` of a new one.
     changes: tokio::sync::Mutex<()>,
     closed: CancellationToken,
-    server: String,
 }
 
 impl PubSubHub {
@@ -130,7 +129,6 @@ impl PubSubHub {
             routes,
             changes: tokio::sync::Mutex::new(()),
             closed,
-            server: inner.address.to_string(),
         });
         if !hub.health_check_interval.is_zero() {
             tokio::spawn(check_health(Arc::downgrade(&hub)));
@@ -165,7 +163,10 @@ impl PubSubHub {
             .await
             .map_err(|e| {
                 command_failed(
-                    format!("cannot open a new pub/sub connection to {}", self.server),
+                    format!(
+                        "cannot open a new pub/sub connection to {}",
+                        self.router.server
+                    ),
                     e,
                 )
             })?;
@@ -185,7 +186,7 @@ impl PubSubHub {
             command_failed(
                 format!(
                     "cannot subscribe the new pub/sub connection to {}",
-                    self.server
+                    self.router.server
                 ),
                 e,
             )
@@ -228,7 +229,7 @@ impl PubSubHub {
             if let Err(e) = result {
                 self.routes.remove(&spec.target, id);
                 return Err(command_failed(
-                    format!("{} on {}", describe(&spec.target), self.server),
+                    format!("{} on {}", describe(&spec.target), self.router.server),
                     e,
                 ));
             }
@@ -599,7 +600,7 @@ async fn check_health(hub: Weak<PubSubHub>) {
             }
             hub.router.count_loss(false);
             tracing::warn!(
-                server = %hub.server,
+                server = %hub.router.server,
                 timeout = ?hub.response_timeout,
                 "the pub/sub connection is lost: {}; replacing it (messages published until \
                  the new one is subscribed are lost)",
@@ -614,7 +615,7 @@ async fn check_health(hub: Weak<PubSubHub>) {
         match replaced {
             Ok(()) => {
                 dead = false;
-                tracing::info!(server = %hub.server, "pub/sub connection replaced; subscriptions renewed");
+                tracing::info!(server = %hub.router.server, "pub/sub connection replaced; subscriptions renewed");
             }
             Err(e) => tracing::debug!(error = %e, "cannot replace the pub/sub connection yet"),
         }
