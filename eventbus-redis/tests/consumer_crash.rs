@@ -46,8 +46,6 @@ const EVENTS: u32 = 500;
 const HANG_EVERY: u32 = 50;
 /// The child's handler calls in flight: once this many hang, it reads nothing more.
 const CHILD_CONCURRENCY: usize = 8;
-/// A child that was never killed (its parent died) exits by itself after this.
-const CHILD_LIFETIME: Duration = Duration::from_secs(120);
 const GROUP: &str = "billing";
 const CHILD_USER: &str = "crash-child";
 const CHILD_PASSWORD: &str = "no-acks-4d2b";
@@ -81,10 +79,7 @@ fn crash_child_process() {
     let [url, ns, mode, dir] = &fields[..] else {
         unreachable!("four fields");
     };
-    run_child(
-        CHILD_LIFETIME,
-        child_consumer(url, ns, mode == "dedup", Path::new(dir)),
-    );
+    run_child(child_consumer(url, ns, mode == "dedup", Path::new(dir)));
 }
 
 /// Consumes until killed; see the module docs.

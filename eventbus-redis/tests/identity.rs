@@ -31,8 +31,6 @@ use eventbus_redis::{RedisOptions, RedisTransport};
 
 /// Set in the child: `<serve|crash>,<redis url>,<namespace>,<directory for its files>`.
 const CHILD_ENV: &str = "EVENTBUS_IDENTITY_CHILD";
-/// A child that was never stopped (its parent died) exits by itself after this.
-const CHILD_LIFETIME: Duration = Duration::from_secs(120);
 const GROUP: &str = "billing";
 /// An ACL user that may not run `XACK`: whatever a crashing child handles stays pending.
 const NOACK_USER: &str = "noack";
@@ -54,10 +52,7 @@ fn identity_child_process() {
     let [mode, url, ns, dir] = &fields[..] else {
         unreachable!("four fields");
     };
-    run_child(
-        CHILD_LIFETIME,
-        child_instance(mode, url, ns, Path::new(dir)),
-    );
+    run_child(child_instance(mode, url, ns, Path::new(dir)));
 }
 
 /// `serve`: the default identity, handles until Ctrl-C, then shuts down gracefully.

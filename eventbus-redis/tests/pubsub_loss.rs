@@ -31,8 +31,6 @@ use eventbus_redis::{RedisOptions, RedisTransport};
 
 /// Set in the child: `<redis url>,<namespace>,<directory for its files>`.
 const CHILD_ENV: &str = "EVENTBUS_PUBSUB_LOSS_CHILD";
-/// A child that was never stopped (its parent died) exits by itself after this.
-const CHILD_LIFETIME: Duration = Duration::from_secs(120);
 /// Payload of each frame: a few of them pass the test server's 256 KiB limit.
 const FRAME_BYTES: usize = 64 * 1024;
 /// Frames published at most while the child is stopped.
@@ -55,7 +53,7 @@ fn pubsub_loss_child_process() {
     let [url, ns, dir] = &fields[..] else {
         unreachable!("three fields");
     };
-    run_child(CHILD_LIFETIME, child_subscriber(url, ns, Path::new(dir)));
+    run_child(child_subscriber(url, ns, Path::new(dir)));
 }
 
 /// Subscribes to the frames, notes each one handled, and writes its counters whenever they

@@ -30,8 +30,6 @@ use eventbus_redis::RedisTransport;
 
 /// Set in the child: `<hang id or 0>,<redis url>,<namespace>,<directory for its files>`.
 const CHILD_ENV: &str = "EVENTBUS_SIGTERM_CHILD";
-/// A child that was never stopped (its parent died) exits by itself after this.
-const CHILD_LIFETIME: Duration = Duration::from_secs(120);
 /// The child's handler works this long per event (simulated work, so that calls are in
 /// flight when the signal comes).
 const WORK: Duration = Duration::from_millis(40);
@@ -79,10 +77,12 @@ fn sigterm_child_process() {
         unreachable!("four fields");
     };
     let hang: u32 = hang.parse().expect("a hang id");
-    run_child(
-        CHILD_LIFETIME,
-        child_service((hang > 0).then_some(hang), url, ns, Path::new(dir)),
-    );
+    run_child(child_service(
+        (hang > 0).then_some(hang),
+        url,
+        ns,
+        Path::new(dir),
+    ));
 }
 
 /// `run_registered_handlers` until SIGTERM, as a service's `main` would.

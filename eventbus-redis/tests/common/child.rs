@@ -17,9 +17,12 @@ pub fn child_fields(env: &str, n: usize) -> Option<Vec<String>> {
     Some(fields)
 }
 
-/// Runs the child's `body` on a two-thread runtime. A child still running after `lifetime`
-/// (its parent died without killing it) exits with status 3.
-pub fn run_child(lifetime: Duration, body: impl Future<Output = ()>) {
+/// A child still running after this (its parent died without killing it) exits by itself.
+const CHILD_LIFETIME: Duration = Duration::from_secs(120);
+
+/// Runs the child's `body` on a two-thread runtime. A child still running after
+/// [`CHILD_LIFETIME`] exits with status 3.
+pub fn run_child(body: impl Future<Output = ()>) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -28,7 +31,7 @@ pub fn run_child(lifetime: Duration, body: impl Future<Output = ()>) {
     runtime.block_on(async {
         tokio::select! {
             () = body => {}
-            () = tokio::time::sleep(lifetime) => std::process::exit(3),
+            () = tokio::time::sleep(CHILD_LIFETIME) => std::process::exit(3),
         }
     });
 }
